@@ -410,7 +410,7 @@ pub fn format_duration(d: Duration) -> String {
     }
     let (nanos, name) = UNITS
         .iter()
-        .find(|(nanos, _)| total % nanos == 0)
+        .find(|(nanos, _)| total.is_multiple_of(*nanos))
         .copied()
         .unwrap_or((1, "ns"));
     format!("{}{name}", total / nanos)
