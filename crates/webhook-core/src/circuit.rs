@@ -352,10 +352,10 @@ mod tests {
                 }
                 let now = t0 + Duration::from_millis(t);
                 // Lazy open -> half-open transition.
-                if let Model::Open(at) = m {
-                    if t - at >= timeout {
-                        m = Model::HalfOpen { ok: 0, out: 0 };
-                    }
+                if let Model::Open(at) = m
+                    && t - at >= timeout
+                {
+                    m = Model::HalfOpen { ok: 0, out: 0 };
                 }
                 match op {
                     Op::Advance(_) => {}
