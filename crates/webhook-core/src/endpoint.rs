@@ -322,6 +322,9 @@ impl Endpoint {
             return Err(Error::invalid("id", "must be 1 to 256 bytes"));
         }
         validate_url(&self.url)?;
+        if self.secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+            return Err(Error::invalid("secret", "must not be empty"));
+        }
         EventTypeFilter::new(&self.event_types)?;
         for (name, value) in &self.headers {
             let token = !name.is_empty()
@@ -529,6 +532,7 @@ mod tests {
                 "batching.max_events",
             ),
             (Endpoint::new("", "https://x.test"), "id"),
+            (Endpoint::new("e", "https://x.test").with_secret(""), "secret"),
         ];
         for (ep, field) in cases {
             match ep.validate() {
