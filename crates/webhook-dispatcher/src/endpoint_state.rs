@@ -1,0 +1,160 @@
+//! What the dispatcher keeps per endpoint at run time: compiled settings, limiter,
+//! breaker and in-flight count.
+
+use std::{
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use http::{HeaderName, HeaderValue};
+use webhook_core::{
+    CircuitBreaker, CircuitState, Claimed, Endpoint, EventTypeFilter, RetryPolicy, TokenBucket,
+};
+use webhook_sdk::SigningKey;
+
+use crate::{DispatcherConfig, Encoding, Error, Result};
+
+#[derive(Debug)]
+pub(crate) struct EndpointState {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) uri: http::Uri,
+    pub(crate) key: Option<SigningKey>,
+    pub(crate) filter: EventTypeFilter,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) policy: RetryPolicy,
+    pub(crate) timeout: Duration,
+    pub(crate) compression: Option<(Encoding, usize)>,
+    bucket: Option<Mutex<TokenBucket>>,
+    breaker: Mutex<CircuitBreaker>,
+    pub(crate) in_flight: AtomicUsize,
+    /// Most deliveries in flight at once (requests times batch size).
+    pub(crate) cap: usize,
+    pub(crate) batch: Mutex<Vec<Claimed>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl EndpointState {
+    pub(crate) fn new(endpoint: Endpoint, config: &DispatcherConfig, now: Instant) -> Result<Self> {
+        endpoint.validate()?;
+        let filter = EventTypeFilter::new(&endpoint.event_types)?;
+        let uri = crate::transport::parse_url(&endpoint.url).map_err(|e| Error::Invalid {
+            field: "url",
+            message: e.to_string(),
+        })?;
+        let headers = endpoint
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let name = HeaderName::try_from(name.as_str()).map_err(|e| invalid_header(name, &e))?;
+                let value = HeaderValue::try_from(value.as_str()).map_err(|e| invalid_header(name.as_str(), &e))?;
+                Ok((name, value))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let per_request = endpoint.max_in_flight.unwrap_or(config.max_in_flight_per_endpoint) as usize;
+        let batch_size = endpoint.batching.map_or(1, |b| b.max_events as usize);
+        Ok(Self {
+            uri,
+            key: endpoint.secret.as_ref().map(|s| SigningKey::new(s.expose())),
+            filter,
+            headers,
+            policy: endpoint
+                .retry_policy
+                .clone()
+                .unwrap_or_else(|| config.default_retry_policy.clone()),
+            timeout: endpoint.timeout.unwrap_or(config.request_timeout),
+            compression: endpoint.compression.map(|c| {
+                let encoding = match c.encoding {
+                    webhook_core::ContentEncoding::Gzip => Encoding::Gzip,
+                    webhook_core::ContentEncoding::Zstd => Encoding::Zstd,
+                };
+                (encoding, c.min_size as usize)
+            }),
+            bucket: endpoint
+                .rate_limit
+                .map(|limit| Mutex::new(TokenBucket::from_limit(limit, now))),
+            breaker: Mutex::new(CircuitBreaker::new(
+                endpoint
+                    .circuit_breaker
+                    .clone()
+                    .unwrap_or_else(|| config.default_circuit_breaker.clone()),
+            )),
+            in_flight: AtomicUsize::new(0),
+            cap: per_request.saturating_mul(batch_size).max(1),
+            batch: Mutex::new(Vec::new()),
+            endpoint,
+        })
+    }
+
+    /// How many more deliveries this endpoint can take now without deferring.
+    pub(crate) fn room(&self, now: Instant) -> usize {
+        let mut room = self.cap.saturating_sub(self.in_flight.load(Relaxed));
+        if let Some(bucket) = &self.bucket {
+            let tokens = lock(bucket).available(now).floor();
+            // Truncation is the point: whole tokens only.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let tokens = tokens.max(0.0).min(usize::MAX as f64) as usize;
+            room = room.min(tokens);
+        }
+        if lock(&self.breaker).state(now) == CircuitState::Open {
+            room = 0;
+        }
+        room
+    }
+
+    /// Takes a rate-limit token and a breaker permit, or says how long to wait.
+    pub(crate) fn admit(&self, now: Instant) -> Result<(), Duration> {
+        let mut breaker = lock(&self.breaker);
+        breaker.try_acquire(now)?;
+        if let Some(bucket) = &self.bucket
+            && let Err(wait) = lock(bucket).try_acquire(now)
+        {
+            breaker.release();
+            return Err(wait);
+        }
+        Ok(())
+    }
+
+    /// Gives back the breaker permit of an attempt that was not made.
+    pub(crate) fn release(&self) {
+        lock(&self.breaker).release();
+    }
+
+    pub(crate) fn on_success(&self, now: Instant) {
+        lock(&self.breaker).on_success(now);
+    }
+
+    pub(crate) fn on_failure(&self, now: Instant) {
+        lock(&self.breaker).on_failure(now);
+    }
+
+    /// Adds a claimed delivery to the batch; returns the batch if it is now full,
+    /// and whether it was the first (so a flush timer must be armed).
+    pub(crate) fn push_batch(&self, claimed: Claimed) -> (Option<Vec<Claimed>>, bool) {
+        let max = self.endpoint.batching.map_or(1, |b| b.max_events as usize);
+        let mut batch = lock(&self.batch);
+        let first = batch.is_empty();
+        batch.push(claimed);
+        if batch.len() >= max {
+            (Some(std::mem::take(&mut *batch)), first)
+        } else {
+            (None, first)
+        }
+    }
+
+    pub(crate) fn take_batch(&self) -> Vec<Claimed> {
+        std::mem::take(&mut *lock(&self.batch))
+    }
+}
+
+fn invalid_header(name: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::Invalid {
+        field: "headers",
+        message: format!("{name:?}: {e}"),
+    }
+}
