@@ -103,7 +103,9 @@ impl DispatcherConfig {
     /// Accepted deliveries not yet final that the dispatcher holds before the overflow
     /// policy applies: `shard_count * shard_queue_size`.
     pub fn queue_capacity(&self) -> usize {
-        self.shard_count.max(1).saturating_mul(self.shard_queue_size.max(1))
+        self.shard_count
+            .max(1)
+            .saturating_mul(self.shard_queue_size.max(1))
     }
 
     pub(crate) fn transport(&self) -> TransportConfig {
@@ -119,7 +121,12 @@ impl DispatcherConfig {
 
     /// Checks the settings; the error names the first invalid field.
     pub fn validate(&self) -> crate::Result<()> {
-        let invalid = |field, message: &str| Err(crate::Error::Invalid { field, message: message.to_owned() });
+        let invalid = |field, message: &str| {
+            Err(crate::Error::Invalid {
+                field,
+                message: message.to_owned(),
+            })
+        };
         if self.max_in_flight == 0 {
             return invalid("max_in_flight", "must be at least 1");
         }

@@ -4,7 +4,9 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, MutexGuard, OnceLock, RwLock,
-        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst},
+        atomic::{
+            AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+        },
     },
     time::{Duration, Instant},
 };
@@ -12,11 +14,14 @@ use std::{
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{HeaderName, HeaderValue};
-use tokio::{sync::{Notify, mpsc, watch}, task::JoinHandle};
+use tokio::{
+    sync::{Notify, mpsc, watch},
+    task::JoinHandle,
+};
 use webhook_core::{
-    Attempt, ClaimRequest, Claimed, Completion, DeadLetterQuery, Delivery, DeliveryRecord, Endpoint,
-    EndpointId, Event, EventId, EventRecord, Finished, IdempotencyKey, MemoryStore, Store, TenantId,
-    TokenBucket,
+    Attempt, ClaimRequest, Claimed, Completion, DeadLetterQuery, Delivery, DeliveryRecord,
+    Endpoint, EndpointId, Event, EventId, EventRecord, Finished, IdempotencyKey, MemoryStore,
+    Store, TenantId, TokenBucket,
     retry::{Decision, Verdict, classify_status, parse_retry_after},
 };
 
@@ -188,7 +193,10 @@ impl Dispatcher {
 
     /// Limits deliveries of `tenant`'s events, across all its endpoints, to
     /// `rate_per_sec` with bursts of `burst`. Held in this process only.
-    #[allow(clippy::unused_async, reason = "async like the rest of the API, as users call it")]
+    #[allow(
+        clippy::unused_async,
+        reason = "async like the rest of the API, as users call it"
+    )]
     pub async fn set_tenant_rate_limit(&self, tenant: TenantId, rate_per_sec: u32, burst: u32) {
         let now = Instant::now();
         lock(&self.shared.tenant_limits)
@@ -202,7 +210,11 @@ impl Dispatcher {
     /// Returns once the deliveries are in the store. Dispatching the same event id to
     /// the same endpoint again creates nothing new. When the queue is full the
     /// [`OverflowPolicy`] decides.
-    pub async fn dispatch(&self, event: Event, endpoint_ids: Vec<EndpointId>) -> Result<DispatchReceipt> {
+    pub async fn dispatch(
+        &self,
+        event: Event,
+        endpoint_ids: Vec<EndpointId>,
+    ) -> Result<DispatchReceipt> {
         if endpoint_ids.is_empty() {
             return Err(Error::Invalid {
                 field: "endpoint_ids",
@@ -221,7 +233,9 @@ impl Dispatcher {
             let mut ids: Vec<EndpointId> = endpoints
                 .values()
                 .filter(|s| {
-                    s.endpoint.enabled && s.endpoint.tenant_id == event.tenant_id && s.filter.matches(event_type)
+                    s.endpoint.enabled
+                        && s.endpoint.tenant_id == event.tenant_id
+                        && s.filter.matches(event_type)
                 })
                 .map(|s| s.endpoint.id.clone())
                 .collect();
@@ -272,7 +286,11 @@ impl Dispatcher {
     }
 
     /// An event with its deliveries and their attempts.
-    pub async fn event_status(&self, tenant: Option<&TenantId>, id: &EventId) -> Result<Option<EventRecord>> {
+    pub async fn event_status(
+        &self,
+        tenant: Option<&TenantId>,
+        id: &EventId,
+    ) -> Result<Option<EventRecord>> {
         Ok(self.shared.store.get_event(tenant, id).await?)
     }
 
@@ -288,7 +306,11 @@ impl Dispatcher {
 
     /// Sends every dead letter of `tenant` (all tenants when `None`) again.
     pub async fn replay_dlq_tenant(&self, tenant: Option<&TenantId>) -> Result<u64> {
-        let count = self.shared.store.replay_all_dead(tenant, Utc::now()).await?;
+        let count = self
+            .shared
+            .store
+            .replay_all_dead(tenant, Utc::now())
+            .await?;
         self.after_replay(count);
         Ok(count)
     }
@@ -302,7 +324,9 @@ impl Dispatcher {
 
     fn after_replay(&self, count: u64) {
         if count > 0 {
-            self.shared.queued.fetch_add(usize::try_from(count).unwrap_or(usize::MAX), Relaxed);
+            self.shared
+                .queued
+                .fetch_add(usize::try_from(count).unwrap_or(usize::MAX), Relaxed);
             self.start();
             self.shared.wake.notify_one();
         }
@@ -332,7 +356,8 @@ impl Dispatcher {
         shared.stop_claiming.send_replace(true);
         let handles: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&shared.tasks));
         // Batches waiting for company go out now.
-        let endpoints: Vec<Arc<EndpointState>> = shared.read_endpoints().values().cloned().collect();
+        let endpoints: Vec<Arc<EndpointState>> =
+            shared.read_endpoints().values().cloned().collect();
         for endpoint in endpoints {
             let batch = endpoint.take_batch();
             if !batch.is_empty() {
@@ -366,17 +391,26 @@ impl Drop for Dispatcher {
 }
 
 impl Shared {
-    fn read_endpoints(&self) -> std::sync::RwLockReadGuard<'_, HashMap<EndpointId, Arc<EndpointState>>> {
-        self.endpoints.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn read_endpoints(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<EndpointId, Arc<EndpointState>>> {
+        self.endpoints
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write_endpoints(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<EndpointId, Arc<EndpointState>>> {
-        self.endpoints.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn write_endpoints(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<EndpointId, Arc<EndpointState>>> {
+        self.endpoints
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn install(&self, state: EndpointState) -> Arc<EndpointState> {
         let state = Arc::new(state);
-        self.write_endpoints().insert(state.endpoint.id.clone(), state.clone());
+        self.write_endpoints()
+            .insert(state.endpoint.id.clone(), state.clone());
         state
     }
 
@@ -426,7 +460,9 @@ impl Shared {
         let now = Utc::now();
         if event.id.is_empty() {
             event.id = EventId::v7(now);
-        } else if event.id.as_str().len() > 256 || !event.id.as_str().bytes().all(|b| b.is_ascii_graphic()) {
+        } else if event.id.as_str().len() > 256
+            || !event.id.as_str().bytes().all(|b| b.is_ascii_graphic())
+        {
             return Err(Error::Invalid {
                 field: "id",
                 message: "must be 1 to 256 visible ASCII characters".to_owned(),
@@ -474,7 +510,12 @@ impl Shared {
         let mut limits = HashMap::new();
         for state in self.read_endpoints().values() {
             let mut room = state.room(now);
-            if let Some(bucket) = state.endpoint.tenant_id.as_ref().and_then(|t| tenants.get(t)) {
+            if let Some(bucket) = state
+                .endpoint
+                .tenant_id
+                .as_ref()
+                .and_then(|t| tenants.get(t))
+            {
                 let tokens = bucket.available(now).floor().max(0.0);
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                 let tokens = tokens.min(usize::MAX as f64) as usize;
@@ -517,10 +558,18 @@ impl Shared {
     }
 
     /// Turns an attempt's outcome into a completion, updating the breaker.
-    fn judge(&self, state: &EndpointState, delivery: &Delivery, outcome: &Outcome, started: DateTime<Utc>) -> Completion {
+    fn judge(
+        &self,
+        state: &EndpointState,
+        delivery: &Delivery,
+        outcome: &Outcome,
+        started: DateTime<Utc>,
+    ) -> Completion {
         let now = Utc::now();
         let attempt = match (outcome.status, &outcome.error) {
-            (Some(status), _) => Attempt::response(started, outcome.duration, status, &outcome.body_excerpt),
+            (Some(status), _) => {
+                Attempt::response(started, outcome.duration, status, &outcome.body_excerpt)
+            }
             (None, Some(error)) => Attempt::failed(started, outcome.duration, error.to_string()),
             (None, None) => Attempt::failed(started, outcome.duration, "no response"),
         };
@@ -540,11 +589,21 @@ impl Shared {
             Verdict::Permanent => Completion::Dead { attempt },
             Verdict::DisableEndpoint => Completion::Dead { attempt },
             Verdict::Retry => {
-                let retry_after = outcome.retry_after.as_deref().and_then(|v| parse_retry_after(v, now));
-                match state.policy.decide(delivery.attempts + 1, retry_after, rand::random::<f64>()) {
+                let retry_after = outcome
+                    .retry_after
+                    .as_deref()
+                    .and_then(|v| parse_retry_after(v, now));
+                match state
+                    .policy
+                    .decide(delivery.attempts + 1, retry_after, rand::random::<f64>())
+                {
                     Decision::Retry { after } => {
-                        let next_attempt_at = now + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
-                        Completion::Retry { attempt, next_attempt_at }
+                        let next_attempt_at = now
+                            + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+                        Completion::Retry {
+                            attempt,
+                            next_attempt_at,
+                        }
                     }
                     Decision::GiveUp => Completion::Dead { attempt },
                 }
@@ -570,14 +629,23 @@ impl Shared {
     fn request(&self, state: &EndpointState, msg_id: &str, body: Bytes, timestamp: i64) -> Request {
         let mut headers: Vec<(HeaderName, HeaderValue)> = state.headers.clone();
         let signed = match &state.key {
-            Some(key) => state.endpoint.signature_scheme.sign(key, msg_id, timestamp, &body),
+            Some(key) => state
+                .endpoint
+                .signature_scheme
+                .sign(key, msg_id, timestamp, &body),
             None => vec![
                 (webhook_sdk::headers::WEBHOOK_ID.into(), msg_id.to_owned()),
-                (webhook_sdk::headers::WEBHOOK_TIMESTAMP.into(), timestamp.to_string()),
+                (
+                    webhook_sdk::headers::WEBHOOK_TIMESTAMP.into(),
+                    timestamp.to_string(),
+                ),
             ],
         };
         for (name, value) in signed {
-            if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_ref()), HeaderValue::try_from(value)) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(name.as_ref()),
+                HeaderValue::try_from(value),
+            ) {
                 headers.push((name, value));
             }
         }
@@ -594,13 +662,18 @@ impl Shared {
 /// Claims due work and starts a task per delivery.
 async fn claim_loop(shared: Arc<Shared>) {
     let mut stop = shared.stop_claiming.subscribe();
-    let lease = shared.config.request_timeout.max(Duration::from_secs(15)) * 2 + Duration::from_secs(60);
+    let lease =
+        shared.config.request_timeout.max(Duration::from_secs(15)) * 2 + Duration::from_secs(60);
     let mut failures = 0u32;
     loop {
         if *stop.borrow() {
             return;
         }
-        let reserved = reserve(&shared.in_flight, shared.config.max_in_flight, shared.config.claim_batch);
+        let reserved = reserve(
+            &shared.in_flight,
+            shared.config.max_in_flight,
+            shared.config.claim_batch,
+        );
         let mut idle = true;
         if reserved > 0 {
             let share = shared.config.max_in_flight_per_endpoint as usize;
@@ -667,7 +740,10 @@ fn reserve(in_flight: &AtomicUsize, max: usize, want: usize) -> usize {
 }
 
 async fn start_delivery(shared: &Arc<Shared>, claimed: Claimed) {
-    let Some(state) = shared.endpoint_state(&claimed.delivery.key.endpoint_id).await else {
+    let Some(state) = shared
+        .endpoint_state(&claimed.delivery.key.endpoint_id)
+        .await
+    else {
         // The endpoint is gone; its deliveries went with it. Free the slot.
         shared.in_flight.fetch_sub(1, SeqCst);
         return;
@@ -690,7 +766,10 @@ async fn start_delivery(shared: &Arc<Shared>, claimed: Claimed) {
         if let Some(batch) = full {
             tokio::spawn(send_batch(shared.clone(), state, batch));
         } else if first {
-            let max_wait = state.endpoint.batching.map_or(Duration::ZERO, |b| b.max_wait);
+            let max_wait = state
+                .endpoint
+                .batching
+                .map_or(Duration::ZERO, |b| b.max_wait);
             let shared = shared.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(max_wait).await;
@@ -806,14 +885,18 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
                     finals += 1;
                     Stats::bump(&shared.stats.delivered, 1);
                     if let Some(created) = done.created_at {
-                        shared.stats.record_latency((now - created).to_std().unwrap_or_default());
+                        shared
+                            .stats
+                            .record_latency((now - created).to_std().unwrap_or_default());
                     }
                 }
                 Completion::Dead { .. } => {
                     finals += 1;
                     Stats::bump(&shared.stats.dead, 1);
                 }
-                Completion::Retry { next_attempt_at, .. } => {
+                Completion::Retry {
+                    next_attempt_at, ..
+                } => {
                     Stats::bump(&shared.stats.retried, 1);
                     shared.note_due(*next_attempt_at);
                 }
@@ -822,7 +905,9 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
             shared.in_flight.fetch_sub(1, SeqCst);
         }
         if finals > 0 {
-            let _ = shared.queued.fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(finals)));
+            let _ = shared
+                .queued
+                .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(finals)));
             shared.room.notify_waiters();
         }
         shared.wake.notify_one();
@@ -833,7 +918,9 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
 async fn refresh_loop(shared: std::sync::Weak<Shared>) {
     loop {
         tokio::time::sleep(ENDPOINT_REFRESH).await;
-        let Some(shared) = shared.upgrade() else { return };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         if shared.refresh_endpoints().await.is_err() {
             shared.store_errors.fetch_add(1, Relaxed);
         }

@@ -51,16 +51,23 @@ impl EndpointState {
             .headers
             .iter()
             .map(|(name, value)| {
-                let name = HeaderName::try_from(name.as_str()).map_err(|e| invalid_header(name, &e))?;
-                let value = HeaderValue::try_from(value.as_str()).map_err(|e| invalid_header(name.as_str(), &e))?;
+                let name =
+                    HeaderName::try_from(name.as_str()).map_err(|e| invalid_header(name, &e))?;
+                let value = HeaderValue::try_from(value.as_str())
+                    .map_err(|e| invalid_header(name.as_str(), &e))?;
                 Ok((name, value))
             })
             .collect::<Result<Vec<_>>>()?;
-        let per_request = endpoint.max_in_flight.unwrap_or(config.max_in_flight_per_endpoint) as usize;
+        let per_request = endpoint
+            .max_in_flight
+            .unwrap_or(config.max_in_flight_per_endpoint) as usize;
         let batch_size = endpoint.batching.map_or(1, |b| b.max_events as usize);
         Ok(Self {
             uri,
-            key: endpoint.secret.as_ref().map(|s| SigningKey::new(s.expose())),
+            key: endpoint
+                .secret
+                .as_ref()
+                .map(|s| SigningKey::new(s.expose())),
             filter,
             headers,
             policy: endpoint

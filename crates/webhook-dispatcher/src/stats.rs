@@ -61,7 +61,9 @@ impl Stats {
             dead: AtomicU64::new(0),
             deferred: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
-            latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds")),
+            latency: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds"),
+            ),
         }
     }
 
@@ -70,7 +72,9 @@ impl Stats {
     }
 
     pub(crate) fn record_latency(&self, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, 3_600_000_000);
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, 3_600_000_000);
         if let Ok(mut h) = self.latency.lock() {
             // In range by construction; saturate rather than fail.
             h.saturating_record(micros);
@@ -82,7 +86,13 @@ impl Stats {
             .latency
             .lock()
             .map(|h| {
-                let q = |p: f64| Duration::from_micros(if h.is_empty() { 0 } else { h.value_at_quantile(p) });
+                let q = |p: f64| {
+                    Duration::from_micros(if h.is_empty() {
+                        0
+                    } else {
+                        h.value_at_quantile(p)
+                    })
+                };
                 (q(0.5), q(0.9), q(0.99), Duration::from_micros(h.max()))
             })
             .unwrap_or_default();
