@@ -29,6 +29,7 @@ use crate::{
     DispatcherConfig, Error, Metrics, OverflowPolicy, Result, Transport,
     endpoint_state::EndpointState,
     stats::Stats,
+    telemetry,
     transport::{Outcome, Request},
 };
 
@@ -785,15 +786,28 @@ async fn start_delivery(shared: &Arc<Shared>, claimed: Claimed) {
 }
 
 /// Runs `send` unless the dispatcher abandons in-flight work first.
-async fn attempt(shared: &Shared, request: Request) -> Option<Outcome> {
+async fn attempt(
+    shared: &Shared,
+    state: &EndpointState,
+    message_id: &str,
+    request: Request,
+) -> Option<Outcome> {
     let mut abandon = shared.abandon.subscribe();
     if *abandon.borrow() {
         return None;
     }
-    tokio::select! {
-        outcome = shared.transport.send(request) => Some(outcome),
-        _ = abandon.changed() => None,
-    }
+    Stats::bump(&shared.stats.attempts, 1);
+    let send = telemetry::in_attempt_span(
+        state.endpoint.id.as_str(),
+        message_id,
+        shared.transport.send(request),
+    );
+    let outcome = tokio::select! {
+        outcome = send => outcome,
+        _ = abandon.changed() => return None,
+    };
+    telemetry::attempted(outcome.status, outcome.duration);
+    Some(outcome)
 }
 
 async fn send_one(shared: Arc<Shared>, state: Arc<EndpointState>, claimed: Claimed) {
@@ -804,8 +818,7 @@ async fn send_one(shared: Arc<Shared>, state: Arc<EndpointState>, claimed: Claim
         claimed.event.payload.clone(),
         started.timestamp(),
     );
-    Stats::bump(&shared.stats.attempts, 1);
-    let Some(outcome) = attempt(&shared, request).await else {
+    let Some(outcome) = attempt(&shared, &state, claimed.event.id.as_str(), request).await else {
         state.release();
         shared.finish(state, &claimed, Completion::Defer { until: Utc::now() });
         return;
@@ -822,8 +835,7 @@ async fn send_batch(shared: Arc<Shared>, state: Arc<EndpointState>, batch: Vec<C
     let body = batch_body(&batch, started);
     let batch_id = format!("batch_{}", batch[0].event.id);
     let request = shared.request(&state, &batch_id, body, started.timestamp());
-    Stats::bump(&shared.stats.attempts, 1);
-    let outcome = attempt(&shared, request).await;
+    let outcome = attempt(&shared, &state, &batch_id, request).await;
     if outcome.as_ref().is_some_and(|o| o.status == Some(410)) {
         shared.disable(&state, Utc::now()).await;
     }
@@ -880,14 +892,16 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
         let mut finals = 0;
         for done in buffer.drain(..) {
             done.endpoint.in_flight.fetch_sub(1, Relaxed);
+            let latency = done
+                .created_at
+                .map(|created| (now - created).to_std().unwrap_or_default());
+            telemetry::completed(&done.finished.completion, latency);
             match &done.finished.completion {
                 Completion::Delivered { .. } => {
                     finals += 1;
                     Stats::bump(&shared.stats.delivered, 1);
-                    if let Some(created) = done.created_at {
-                        shared
-                            .stats
-                            .record_latency((now - created).to_std().unwrap_or_default());
+                    if let Some(latency) = latency {
+                        shared.stats.record_latency(latency);
                     }
                 }
                 Completion::Dead { .. } => {

@@ -5,6 +5,7 @@ mod dispatcher;
 mod endpoint_state;
 mod error;
 mod stats;
+mod telemetry;
 
 pub mod destination;
 pub mod transport;
