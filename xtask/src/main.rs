@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("purity") => purity(),
+        Some("bench") => bench(&args[1..]),
         _ => Err(usage()),
     };
     match result {
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask <command>\n\n  ci      fmt, clippy -D warnings, all tests, cargo deny, purity check\n  purity  check that webhook-core and webhook-sdk pull in no runtime, HTTP stack or database client".to_owned()
+    "usage: cargo xtask <command>\n\n  ci      fmt, clippy -D warnings, all tests, cargo deny, purity check\n  purity  check that webhook-core and webhook-sdk pull in no runtime, HTTP stack or database client\n  bench [SCENARIO]  run benchmarks (dispatcher); figures go to target/bench/<scenario>.json".to_owned()
 }
 
 fn ci() -> Result {
@@ -118,6 +119,22 @@ fn deny() -> Result {
         cargo(&["install", "cargo-deny", "--locked"])?;
     }
     cargo(&["deny", "check", "licenses", "bans", "sources"])
+}
+
+/// Benchmark scenarios, in the order `cargo xtask bench` runs them.
+const SCENARIOS: &[&str] = &["dispatcher"];
+
+fn bench(args: &[String]) -> Result {
+    let chosen: Vec<&str> = match args.first() {
+        Some(name) if SCENARIOS.contains(&name.as_str()) => vec![name.as_str()],
+        Some(name) => return Err(format!("unknown scenario {name:?}; one of {SCENARIOS:?}")),
+        None => SCENARIOS.to_vec(),
+    };
+    cargo(&["build", "--release", "--package", "webhook-bench"])?;
+    for scenario in chosen {
+        cargo(&["run", "--quiet", "--release", "--package", "webhook-bench", "--", scenario])?;
+    }
+    Ok(())
 }
 
 fn cargo(args: &[&str]) -> Result {

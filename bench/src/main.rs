@@ -1,0 +1,34 @@
+//! `webhook-bench SCENARIO`: measures and prints one line per figure, and writes
+//! `target/bench/<scenario>.json` as `{"figures": [{"name", "value", "unit",
+//! "baseline", "baseline_value", "ratio"}]}`. Run through `cargo xtask bench`.
+
+mod dispatcher;
+mod receiver;
+mod report;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let scenario = std::env::args().nth(1).unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let figures = match scenario.as_str() {
+        "dispatcher" => runtime.block_on(dispatcher::run()),
+        _ => {
+            eprintln!("usage: webhook-bench <dispatcher>");
+            return ExitCode::FAILURE;
+        }
+    };
+    match report::write(&scenario, &figures) {
+        Ok(path) => {
+            eprintln!("wrote {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot write the report: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

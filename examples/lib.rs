@@ -1,0 +1,1 @@
+//! Runnable examples of the webhook crates; see `quickstart.rs` and `custom_store.rs`.
