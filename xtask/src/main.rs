@@ -3,10 +3,14 @@
 //! - `ci`: everything CI checks: formatting, clippy (warnings are errors), every test
 //!   (unit, integration, doc), `cargo deny`, and the purity check on the pure crates.
 
+mod services;
+
 use std::{
     env,
     process::{Command, ExitCode},
 };
+
+use services::Services;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -16,6 +20,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("purity") => purity(),
         Some("bench") => bench(&args[1..]),
+        Some("integration") => integration(),
         _ => Err(usage()),
     };
     match result {
@@ -28,7 +33,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask <command>\n\n  ci      fmt, clippy -D warnings, all tests, cargo deny, purity check\n  purity  check that webhook-core and webhook-sdk pull in no runtime, HTTP stack or database client\n  bench [SCENARIO]  run benchmarks (dispatcher); figures go to target/bench/<scenario>.json".to_owned()
+    "usage: cargo xtask <command>\n\n  ci      fmt, clippy -D warnings, all tests (with throwaway PostgreSQL and Redis), cargo deny, purity check\n  integration  the store and end-to-end tests against PostgreSQL and Redis\n  purity  check that webhook-core and webhook-sdk pull in no runtime, HTTP stack or database client\n  bench [SCENARIO]  run benchmarks (dispatcher); figures go to target/bench/<scenario>.json".to_owned()
 }
 
 fn ci() -> Result {
@@ -42,9 +47,40 @@ fn ci() -> Result {
         "-D",
         "warnings",
     ])?;
-    cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])?;
+    let services = Services::start()?;
+    cargo_with(
+        &["test", "--workspace", "--all-features", "--no-fail-fast"],
+        &services.env(),
+    )?;
+    drop(services);
     purity()?;
     deny()
+}
+
+/// The store conformance suites and the end-to-end tests that need PostgreSQL and Redis.
+fn integration() -> Result {
+    let services = Services::start()?;
+    let packages: Vec<String> = workspace_packages()?
+        .into_iter()
+        .filter(|p| p.starts_with("webhook-store-") || p == "webhook-dispatcher" || p == "webhookd")
+        .collect();
+    let mut args = vec!["test", "--all-features", "--no-fail-fast"];
+    for p in &packages {
+        args.extend(["--package", p.as_str()]);
+    }
+    cargo_with(&args, &services.env())
+}
+
+/// Names of the packages under `crates/`.
+fn workspace_packages() -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir("crates")
+        .map_err(|e| format!("read crates/: {e}"))?
+        .flatten()
+        .filter(|e| e.path().join("Cargo.toml").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// Crates the pure layers must never depend on (as normal dependencies).
@@ -132,15 +168,28 @@ fn bench(args: &[String]) -> Result {
     };
     cargo(&["build", "--release", "--package", "webhook-bench"])?;
     for scenario in chosen {
-        cargo(&["run", "--quiet", "--release", "--package", "webhook-bench", "--", scenario])?;
+        cargo(&[
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            "webhook-bench",
+            "--",
+            scenario,
+        ])?;
     }
     Ok(())
 }
 
 fn cargo(args: &[&str]) -> Result {
+    cargo_with(args, &[])
+}
+
+fn cargo_with(args: &[&str], envs: &[(&str, &str)]) -> Result {
     eprintln!("xtask: cargo {}", args.join(" "));
     let status = Command::new(env!("CARGO"))
         .args(args)
+        .envs(envs.iter().copied())
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() {
