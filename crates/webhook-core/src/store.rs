@@ -132,8 +132,8 @@ pub trait Store: Send + Sync + 'static {
     /// Endpoints of `tenant`, or of every tenant when `None`, ordered by id.
     async fn list_endpoints(&self, tenant: Option<&TenantId>) -> Result<Vec<Endpoint>>;
 
-    /// Deletes an endpoint; its deliveries that are not final are dropped.
-    /// Returns whether it existed.
+    /// Deletes an endpoint and all its deliveries (their events keep their other
+    /// deliveries). Returns whether it existed.
     async fn delete_endpoint(&self, id: &EndpointId) -> Result<bool>;
 
     /// Stores `event` (if new) and one pending delivery, due at `now`, to each of

@@ -1,0 +1,323 @@
+//! Redis-specific behaviour beyond the conformance suite: the data model, ordering
+//! across many deliveries and endpoints, key encoding, clean-up and connection errors.
+
+mod support;
+
+use std::{collections::HashSet, net::TcpListener, time::Duration};
+
+use webhook_core::{
+    ClaimRequest, Completion, Endpoint, EndpointId, Error, Event, IdempotencyKey, Ordering, Store,
+    testkit::t,
+};
+use webhook_store_redis::{RedisStore, deadpool_redis::redis};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn store(cleanup: &support::Cleanup, url: &str, tag: &str) -> RedisStore {
+    RedisStore::connect(url, &cleanup.prefix(tag))
+        .await
+        .expect("connect")
+}
+
+async fn keys(store: &RedisStore, pattern: &str) -> Vec<String> {
+    let mut conn = store.pool().get().await.unwrap();
+    let mut out: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:{pattern}", store.prefix()))
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    out.sort();
+    out
+}
+
+fn ids(list: &[&str]) -> Vec<EndpointId> {
+    list.iter().map(|s| EndpointId::from(*s)).collect()
+}
+
+#[tokio::test]
+async fn the_payload_is_stored_once_per_event() {
+    let url = support::redis_url();
+    let cleanup = support::Cleanup::new(&url);
+    let store = store(&cleanup, &url, "payload").await;
+    for id in ["a", "b", "c"] {
+        store
+            .put_endpoint(&Endpoint::new(id, "https://example.test/"))
+            .await
+            .unwrap();
+    }
+    let payload = vec![0xABu8; 10_000];
+    store
+        .enqueue(&Event::new("e1", payload.clone()), &ids(&["a", "b"]), t(0))
+        .await
+        .unwrap();
+    store
+        .enqueue(&Event::new("e1", payload.clone()), &ids(&["c"]), t(1))
+        .await
+        .unwrap();
+    let events = keys(&store, "ev:*").await;
+    assert_eq!(events.len(), 1, "one event hash: {events:?}");
+    assert_eq!(keys(&store, "d:*").await.len(), 3, "three deliveries");
+    let mut conn = store.pool().get().await.unwrap();
+    let len: usize = redis::cmd("HSTRLEN")
+        .arg(&events[0])
+        .arg("payload")
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(len, payload.len(), "raw bytes, not an encoding");
+    for d in keys(&store, "d:*").await {
+        let has: bool = redis::cmd("HEXISTS")
+            .arg(&d)
+            .arg("payload")
+            .query_async(&mut *conn)
+            .await
+            .unwrap();
+        assert!(!has, "deliveries do not copy the payload");
+    }
+    let claimed = store
+        .claim(&ClaimRequest::new(t(1), LEASE, 10))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(claimed.iter().all(|c| c.event.payload[..] == payload[..]));
+}
+
+#[tokio::test]
+async fn dispatch_order_holds_past_ten_deliveries() {
+    let url = support::redis_url();
+    let cleanup = support::Cleanup::new(&url);
+    let store = store(&cleanup, &url, "order").await;
+    store
+        .put_endpoint(&Endpoint::new("u", "https://example.test/"))
+        .await
+        .unwrap();
+    store
+        .put_endpoint(&Endpoint::new("s", "https://example.test/").with_ordering(Ordering::Strict))
+        .await
+        .unwrap();
+    for i in 0..25 {
+        store
+            .enqueue(&Event::new(format!("e{i}"), "x"), &ids(&["u", "s"]), t(0))
+            .await
+            .unwrap();
+    }
+    let mut request = ClaimRequest::new(t(0), LEASE, 25);
+    request.endpoint_limits.insert("s".into(), 0);
+    let unordered: Vec<String> = store
+        .claim(&request)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.delivery.key.event_id.to_string())
+        .collect();
+    let expected: Vec<String> = (0..25).map(|i| format!("e{i}")).collect();
+    assert_eq!(
+        unordered, expected,
+        "equal due times claim in dispatch order"
+    );
+    for (i, want) in expected.iter().enumerate() {
+        let now = t(i64::try_from(i).unwrap() + 1);
+        let claimed = store
+            .claim(&ClaimRequest::new(now, LEASE, 10))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "strict: one at a time");
+        assert_eq!(claimed[0].delivery.key.event_id.as_str(), want);
+        let done = store
+            .complete(
+                &[webhook_core::Finished {
+                    lease: claimed[0].lease.clone(),
+                    completion: Completion::Delivered {
+                        attempt: webhook_core::Attempt::response(now, Duration::ZERO, 200, b""),
+                    },
+                }],
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.applied, 1);
+    }
+}
+
+#[tokio::test]
+async fn round_robin_covers_many_endpoints() {
+    let url = support::redis_url();
+    let cleanup = support::Cleanup::new(&url);
+    let store = store(&cleanup, &url, "rr").await;
+    let all: Vec<EndpointId> = (0..300).map(|i| format!("ep{i:03}").into()).collect();
+    for id in &all {
+        store
+            .put_endpoint(&Endpoint::new(id.clone(), "https://example.test/"))
+            .await
+            .unwrap();
+    }
+    for i in 0..2 {
+        store
+            .enqueue(&Event::new(format!("e{i}"), "x"), &all, t(0))
+            .await
+            .unwrap();
+    }
+    // One per endpoint per claim: three claims of 100 serve every endpoint once,
+    // continuing where the last one stopped.
+    let mut served = HashSet::new();
+    for round in 0..3 {
+        let mut request = ClaimRequest::new(t(1), LEASE, 100);
+        request.per_endpoint_limit = 1;
+        let claimed = store.claim(&request).await.unwrap();
+        assert_eq!(claimed.len(), 100, "round {round}");
+        for c in claimed {
+            assert!(
+                served.insert(c.delivery.key.endpoint_id.clone()),
+                "round {round}: {} served twice before the others",
+                c.delivery.key.endpoint_id
+            );
+        }
+    }
+    assert_eq!(served.len(), 300);
+    let mut request = ClaimRequest::new(t(1), LEASE, usize::MAX);
+    request.per_endpoint_limit = usize::MAX;
+    assert_eq!(
+        store.claim(&request).await.unwrap().len(),
+        300,
+        "the second round, with unbounded limits"
+    );
+}
+
+#[tokio::test]
+async fn ids_with_separators_do_not_collide() {
+    let url = support::redis_url();
+    let cleanup = support::Cleanup::new(&url);
+    let store = store(&cleanup, &url, "ids").await;
+    for (id, tenant) in [("a:b", "a"), ("x", "a:b"), ("é ü/✓", "a")] {
+        store
+            .put_endpoint(&Endpoint::new(id, "https://example.test/").with_tenant_id(tenant))
+            .await
+            .unwrap();
+    }
+    store
+        .enqueue(
+            &Event::new("b:c", "one").with_tenant_id("a"),
+            &ids(&["a:b", "é ü/✓"]),
+            t(0),
+        )
+        .await
+        .unwrap();
+    store
+        .enqueue(
+            &Event::new("c", "two").with_tenant_id("a:b"),
+            &ids(&["x"]),
+            t(0),
+        )
+        .await
+        .unwrap();
+    let one = store
+        .get_event(Some(&"a".into()), &"b:c".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&one.event.payload[..], b"one");
+    assert_eq!(one.deliveries.len(), 2);
+    let two = store
+        .get_event(Some(&"a:b".into()), &"c".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&two.event.payload[..], b"two");
+    let key = IdempotencyKey::new("b:c".into(), "é ü/✓".into(), Some("a".into()));
+    assert!(store.get_delivery(&key).await.unwrap().is_some());
+    let listed: Vec<_> = store
+        .list_endpoints(Some(&"a".into()))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(listed, ids(&["a:b", "é ü/✓"]));
+}
+
+#[tokio::test]
+async fn deleting_and_pruning_leave_no_garbage() {
+    let url = support::redis_url();
+    let cleanup = support::Cleanup::new(&url);
+    let store = store(&cleanup, &url, "garbage").await;
+    for id in ["a", "b"] {
+        store
+            .put_endpoint(&Endpoint::new(id, "https://example.test/"))
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        store
+            .enqueue(&Event::new(format!("e{i}"), "x"), &ids(&["a", "b"]), t(0))
+            .await
+            .unwrap();
+    }
+    let claimed = store
+        .claim(&ClaimRequest::new(t(0), LEASE, 100))
+        .await
+        .unwrap();
+    let finished: Vec<_> = claimed
+        .iter()
+        .map(|c| webhook_core::Finished {
+            lease: c.lease.clone(),
+            completion: if c.delivery.key.event_id.as_str() == "e0" {
+                Completion::Dead {
+                    attempt: webhook_core::Attempt::failed(t(1), Duration::ZERO, "refused"),
+                }
+            } else {
+                Completion::Delivered {
+                    attempt: webhook_core::Attempt::response(t(1), Duration::ZERO, 200, b""),
+                }
+            },
+        })
+        .collect();
+    assert_eq!(store.complete(&finished, t(1)).await.unwrap().applied, 6);
+    assert!(store.delete_endpoint(&"a".into()).await.unwrap());
+    assert_eq!(store.prune(t(2)).await.unwrap(), 2, "b's delivered ones");
+    // Left: endpoint b, its dead delivery of e0 (with its attempt) and event e0.
+    let left = keys(&store, "*").await;
+    let p = store.prefix();
+    let expected: Vec<String> = [
+        "att:0000000000000002",
+        "cursor",
+        "d:0000000000000002",
+        "dead",
+        "dkeys",
+        "ekeys",
+        "endpoints",
+        "ep:b",
+        "epd:b",
+        "eseq",
+        "ev:0000000000000001",
+        "evd:0000000000000001",
+        "seq",
+    ]
+    .iter()
+    .map(|k| format!("{p}:{k}"))
+    .collect();
+    assert_eq!(left, expected);
+    assert!(store.clear().await.unwrap() > 0);
+    assert!(
+        keys(&store, "*").await.is_empty(),
+        "clear removes everything"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_and_the_password_stays_hidden() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("redis://user:hunter2@127.0.0.1:{port}/");
+    let started = std::time::Instant::now();
+    let err = RedisStore::connect(&url, "x").await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let err = RedisStore::connect("http://nope:hunter2@example.test", "x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err:?}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
