@@ -43,8 +43,8 @@ pub(crate) async fn run() -> Vec<Figure> {
         bare,
     ));
 
-    let per_delivery = memory(&mut figures).await;
-    fanout(&receiver, bare, per_delivery, &mut figures).await;
+    memory(&mut figures).await;
+    fanout(&receiver, bare, &mut figures).await;
     fairness(&receiver, &mut figures).await;
     latency(&receiver, engine, &mut figures).await;
     figures
@@ -143,7 +143,7 @@ async fn engine_throughput(receiver: &Arc<Receiver>, n: u64) -> f64 {
 }
 
 /// Resident bytes per queued delivery with 1M queued (payload shared and tiny).
-async fn memory(figures: &mut Vec<Figure>) -> f64 {
+async fn memory(figures: &mut Vec<Figure>) {
     const QUEUED: u64 = 1_000_000;
     let dispatcher = Arc::new(Dispatcher::new(config()));
     dispatcher
@@ -164,42 +164,38 @@ async fn memory(figures: &mut Vec<Figure>) -> f64 {
         512.0,
     ));
     dispatcher.shutdown().await;
-    drop(dispatcher);
-    per_delivery
 }
 
 /// One event to 100 endpoints: delivery rate, and how many payload copies are held.
-async fn fanout(receiver: &Arc<Receiver>, bare: f64, per_delivery: f64, figures: &mut Vec<Figure>) {
+async fn fanout(receiver: &Arc<Receiver>, bare: f64, figures: &mut Vec<Figure>) {
     let endpoints: Vec<EndpointId> = (0..100)
         .map(|i| EndpointId::from(format!("fan{i}")))
         .collect();
 
-    // Copies: queue 200 events x 100 parked endpoints with 64 KiB payloads.
-    let parked = Arc::new(Dispatcher::new(config()));
-    for id in &endpoints {
-        parked
-            .register_endpoint(Endpoint::new(id.clone(), "http://127.0.0.1:9/").with_enabled(false))
-            .await
-            .expect("register");
+    // Copies: queue 200 events x 100 parked endpoints, once with 64 KiB payloads and
+    // once with 2-byte ones; the difference is what the payloads cost.
+    // Both stay alive until measured, so freed memory is not reused in between.
+    let mut growth = [0.0; 2];
+    let mut keep = Vec::new();
+    for (run, size) in [2usize, 65_536].into_iter().enumerate() {
+        let parked = Arc::new(Dispatcher::new(config()));
+        for id in &endpoints {
+            parked
+                .register_endpoint(Endpoint::new(id.clone(), "http://127.0.0.1:9/").with_enabled(false))
+                .await
+                .expect("register");
+        }
+        let payload = Bytes::from(vec![b'x'; size]);
+        let before = rss_bytes();
+        dispatch_all(&parked, &format!("c{run}-"), 200, &endpoints, move || Bytes::copy_from_slice(&payload)).await;
+        growth[run] = rss_bytes().saturating_sub(before) as f64;
+        keep.push(parked);
     }
-    let big = Bytes::from(vec![b'x'; 65_536]);
-    let before = rss_bytes();
-    let payload = big.clone();
-    dispatch_all(&parked, "c", 200, &endpoints, move || {
-        Bytes::copy_from_slice(&payload)
-    })
-    .await;
-    let growth = rss_bytes().saturating_sub(before) as f64;
-    let copies = (growth - per_delivery * 20_000.0).max(0.0) / (200.0 * 65_536.0);
-    figures.push(Figure::new(
-        "fanout_payload_copies",
-        copies,
-        "copies",
-        "one copy per delivery",
-        100.0,
-    ));
-    parked.shutdown().await;
-    drop(parked);
+    for parked in keep {
+        parked.shutdown().await;
+    }
+    let copies = (growth[1] - growth[0]).max(0.0) / (200.0 * 65_536.0);
+    figures.push(Figure::new("fanout_payload_copies", copies, "copies", "one copy per delivery", 100.0));
 
     // Rate: 1000 events x 100 endpoints.
     let dispatcher = Arc::new(Dispatcher::new(DispatcherConfig {

@@ -1,0 +1,956 @@
+//! The writer thread: every change goes through it, batched into group commits.
+//!
+//! Callers send a job (a re-runnable closure over the write transaction and a
+//! oneshot for the reply). The thread takes every job waiting in the channel, runs
+//! them in order in one write transaction, commits once (fsync), and only then
+//! replies. A job that fails with a storage error may have written part of its
+//! changes, so the transaction is aborted and the other jobs run again without it.
+//!
+//! The thread also owns the claim index: per enabled endpoint, the earliest time it
+//! may have claimable work, so a claim only visits endpoints with due work. It is
+//! rebuilt from the tables at open and whenever a transaction is aborted.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    panic::{AssertUnwindSafe, catch_unwind},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering as Atomic},
+        mpsc,
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use tokio::sync::oneshot;
+use webhook_core::{
+    ClaimRequest, Completed, Delivery, DeliveryState, Endpoint, EndpointId, Enqueued, Error,
+    EventId, Finished, IdempotencyKey, Ordering, Result, TenantId,
+};
+
+use crate::{
+    codec::{self, Ts, ts},
+    schema::{self, *},
+};
+
+/// Most jobs in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Most deliveries one prune transaction removes, so pruning never stalls the writer.
+pub(crate) const PRUNE_CHUNK: usize = 2048;
+
+/// Counters for tests and monitoring.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) commits: AtomicU64,
+    pub(crate) operations: AtomicU64,
+    pub(crate) pruned: AtomicU64,
+}
+
+/// A write operation waiting for its batch.
+pub(crate) trait WriteOp: Send {
+    /// Runs the operation in the batch's transaction. `false` when it failed in a way
+    /// that may have left part of its writes behind: the batch must be aborted.
+    fn apply(&mut self, ctx: &mut Ctx<'_, '_>) -> bool;
+    /// Replies: with the operation's own result, or with `failure` when the batch
+    /// could not be committed.
+    fn finish(self: Box<Self>, failure: Option<&Error>);
+}
+
+pub(crate) type Job = Box<dyn WriteOp>;
+
+struct Op<T, F> {
+    run: F,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> WriteOp for Op<T, F>
+where
+    T: Send,
+    F: FnMut(&mut Ctx<'_, '_>) -> Result<T> + Send,
+{
+    fn apply(&mut self, ctx: &mut Ctx<'_, '_>) -> bool {
+        let result = catch_unwind(AssertUnwindSafe(|| (self.run)(ctx))).unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Error::Unavailable(format!(
+                "write operation panicked: {message}"
+            )))
+        });
+        let fatal = matches!(result, Err(Error::Unavailable(_) | Error::Corrupt(_)));
+        self.result = Some(result);
+        !fatal
+    }
+
+    fn finish(self: Box<Self>, failure: Option<&Error>) {
+        let result = match failure {
+            Some(e) => Err(schema::copy_error(e)),
+            None => self
+                .result
+                .unwrap_or_else(|| Err(Error::Unavailable("operation was not run".into()))),
+        };
+        // The caller may have given up waiting; that is fine.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// A job running `run` in a write transaction, and where its reply arrives.
+pub(crate) fn job<T, F>(run: F) -> (Job, oneshot::Receiver<Result<T>>)
+where
+    T: Send + 'static,
+    F: FnMut(&mut Ctx<'_, '_>) -> Result<T> + Send + 'static,
+{
+    let (reply, rx) = oneshot::channel();
+    let op = Op {
+        run,
+        result: None,
+        reply,
+    };
+    (Box::new(op), rx)
+}
+
+/// Creates the tables of a new file, or checks the format of an existing one.
+pub(crate) fn init(db: &Database) -> Result<()> {
+    let txn = db.begin_write().map_err(schema::storage)?;
+    {
+        let mut tables = Tables::open(&txn)?;
+        let format = tables
+            .meta
+            .get(FORMAT_KEY)
+            .map_err(storage)?
+            .map(|g| g.value());
+        match format {
+            Some(FORMAT) => {}
+            Some(other) => {
+                return Err(Error::Corrupt(format!(
+                    "file has table layout {other}, this version reads {FORMAT}"
+                )));
+            }
+            None => {
+                tables.meta.insert(FORMAT_KEY, FORMAT).map_err(storage)?;
+            }
+        }
+    }
+    txn.commit().map_err(storage)
+}
+
+/// Where the claim index stands for one endpoint.
+#[derive(Debug)]
+struct EndpointInfo {
+    tenant: Option<TenantId>,
+    enabled: bool,
+    strict: bool,
+    /// The earliest time it may have claimable work.
+    head: Option<DateTime<Utc>>,
+}
+
+/// The in-memory claim index, owned by the writer thread.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    endpoints: HashMap<EndpointId, EndpointInfo>,
+    /// Enabled endpoints that have unfinished work, by when it may be due.
+    due: BTreeSet<(DateTime<Utc>, EndpointId)>,
+    /// The endpoint served last, so the next claim starts after it.
+    cursor: Option<EndpointId>,
+    next_seq: u64,
+    next_event: u64,
+}
+
+impl Index {
+    /// Builds the index from the committed tables: O(endpoints), not O(deliveries).
+    pub(crate) fn load(db: &Database) -> Result<Self> {
+        let txn = db.begin_read().map_err(storage)?;
+        let open = |e: redb::TableError| storage(e);
+        let meta = txn.open_table(META).map_err(open)?;
+        let endpoints = txn.open_table(ENDPOINTS).map_err(open)?;
+        let schedule = txn.open_table(SCHEDULE).map_err(open)?;
+        let unfinished = txn.open_table(UNFINISHED).map_err(open)?;
+        let counter = |key: &str| -> Result<u64> {
+            Ok(meta.get(key).map_err(storage)?.map_or(0, |g| g.value()))
+        };
+        let mut index = Self {
+            next_seq: counter(NEXT_SEQ_KEY)?,
+            next_event: counter(NEXT_EVENT_KEY)?,
+            ..Self::default()
+        };
+        for item in endpoints.iter().map_err(storage)? {
+            let (_, raw) = item.map_err(storage)?;
+            let endpoint = schema::decode_endpoint(raw.value())?;
+            let strict = endpoint.ordering == Ordering::Strict;
+            let head = schema::head(&schedule, &unfinished, &endpoint.id, strict)?;
+            index.set_endpoint(&endpoint, head);
+        }
+        Ok(index)
+    }
+
+    fn set_endpoint(&mut self, endpoint: &Endpoint, head: Option<DateTime<Utc>>) {
+        self.remove_endpoint(&endpoint.id);
+        let info = EndpointInfo {
+            tenant: endpoint.tenant_id.clone(),
+            enabled: endpoint.enabled,
+            strict: endpoint.ordering == Ordering::Strict,
+            head,
+        };
+        if info.enabled
+            && let Some(at) = head
+        {
+            self.due.insert((at, endpoint.id.clone()));
+        }
+        self.endpoints.insert(endpoint.id.clone(), info);
+    }
+
+    fn remove_endpoint(&mut self, id: &EndpointId) {
+        if let Some(info) = self.endpoints.remove(id)
+            && let Some(at) = info.head
+        {
+            self.due.remove(&(at, id.clone()));
+        }
+    }
+
+    fn set_head(&mut self, id: &EndpointId, head: Option<DateTime<Utc>>) {
+        let Some(info) = self.endpoints.get_mut(id) else {
+            return;
+        };
+        if info.head == head {
+            return;
+        }
+        if let Some(old) = info.head {
+            self.due.remove(&(old, id.clone()));
+        }
+        info.head = head;
+        if info.enabled
+            && let Some(at) = head
+        {
+            self.due.insert((at, id.clone()));
+        }
+    }
+}
+
+type Bytes = &'static [u8];
+
+/// Every table, open in one write transaction.
+pub(crate) struct Tables<'t> {
+    meta: Table<'t, &'static str, u64>,
+    endpoints: Table<'t, &'static str, Bytes>,
+    event_ids: Table<'t, Bytes, u64>,
+    events: Table<'t, u64, Bytes>,
+    deliveries: Table<'t, u64, Bytes>,
+    delivery_keys: Table<'t, Bytes, u64>,
+    event_deliveries: Table<'t, (u64, u64), ()>,
+    attempts: Table<'t, (u64, u32), Bytes>,
+    by_endpoint: Table<'t, (&'static str, u64), ()>,
+    unfinished: Table<'t, (&'static str, u64), Ts>,
+    schedule: Table<'t, (&'static str, i64, u32, u64), ()>,
+    dead: Table<'t, (i64, u32, u64), ()>,
+    delivered: Table<'t, (i64, u32, u64), ()>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        let open = |e: redb::TableError| storage(e);
+        Ok(Self {
+            meta: txn.open_table(META).map_err(open)?,
+            endpoints: txn.open_table(ENDPOINTS).map_err(open)?,
+            event_ids: txn.open_table(EVENT_IDS).map_err(open)?,
+            events: txn.open_table(EVENTS).map_err(open)?,
+            deliveries: txn.open_table(DELIVERIES).map_err(open)?,
+            delivery_keys: txn.open_table(DELIVERY_KEYS).map_err(open)?,
+            event_deliveries: txn.open_table(EVENT_DELIVERIES).map_err(open)?,
+            attempts: txn.open_table(ATTEMPTS).map_err(open)?,
+            by_endpoint: txn.open_table(BY_ENDPOINT).map_err(open)?,
+            unfinished: txn.open_table(UNFINISHED).map_err(open)?,
+            schedule: txn.open_table(SCHEDULE).map_err(open)?,
+            dead: txn.open_table(DEAD).map_err(open)?,
+            delivered: txn.open_table(DELIVERED).map_err(open)?,
+        })
+    }
+}
+
+/// What a job sees: the batch's tables and the claim index.
+pub(crate) struct Ctx<'t, 'i> {
+    t: Tables<'t>,
+    index: &'i mut Index,
+}
+
+/// An event to store, encoded by the caller.
+pub(crate) struct NewEvent {
+    pub(crate) key: Vec<u8>,
+    pub(crate) tenant: Option<TenantId>,
+    pub(crate) id: EventId,
+    pub(crate) priority: i16,
+    pub(crate) record: Vec<u8>,
+}
+
+/// Claimed deliveries with their event records, decoded by the caller.
+pub(crate) struct RawClaims {
+    pub(crate) deliveries: Vec<(u64, Delivery)>,
+    pub(crate) events: HashMap<u64, Vec<u8>>,
+}
+
+impl Ctx<'_, '_> {
+    pub(crate) fn put_endpoint(&mut self, endpoint: &Endpoint, json: &[u8]) -> Result<()> {
+        self.t
+            .endpoints
+            .insert(endpoint.id.as_str(), json)
+            .map_err(storage)?;
+        let strict = endpoint.ordering == Ordering::Strict;
+        let head = schema::head(&self.t.schedule, &self.t.unfinished, &endpoint.id, strict)?;
+        self.index.set_endpoint(endpoint, head);
+        Ok(())
+    }
+
+    pub(crate) fn delete_endpoint(&mut self, id: &EndpointId) -> Result<bool> {
+        if self
+            .t
+            .endpoints
+            .remove(id.as_str())
+            .map_err(storage)?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        let mut seqs = Vec::new();
+        let range = (id.as_str(), 0)..=(id.as_str(), u64::MAX);
+        for item in self.t.by_endpoint.range(range).map_err(storage)? {
+            seqs.push(item.map_err(storage)?.0.value().1);
+        }
+        self.index.remove_endpoint(id);
+        for seq in seqs {
+            self.remove_delivery(seq)?;
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn enqueue(
+        &mut self,
+        event: &NewEvent,
+        endpoints: &[EndpointId],
+        now: DateTime<Utc>,
+    ) -> Result<Enqueued> {
+        for id in endpoints {
+            let info = self
+                .index
+                .endpoints
+                .get(id)
+                .ok_or_else(|| Error::not_found("endpoint", id.as_str()))?;
+            if info.tenant != event.tenant {
+                return Err(Error::invalid(
+                    "endpoints",
+                    format!(
+                        "endpoint {id} belongs to another tenant than event {}",
+                        event.id
+                    ),
+                ));
+            }
+        }
+        let mut result = Enqueued::default();
+        let mut created: Vec<(IdempotencyKey, Vec<u8>)> = Vec::with_capacity(endpoints.len());
+        for id in endpoints {
+            let key = IdempotencyKey::new(event.id.clone(), id.clone(), event.tenant.clone());
+            let raw_key = codec::delivery_key(&key);
+            let exists = self
+                .t
+                .delivery_keys
+                .get(raw_key.as_slice())
+                .map_err(storage)?
+                .is_some();
+            if exists || created.iter().any(|(k, _)| k == &key) {
+                result.existing += 1;
+            } else {
+                created.push((key, raw_key));
+            }
+        }
+        result.created = created.len();
+        if created.is_empty() {
+            return Ok(result);
+        }
+        let existing = self
+            .t
+            .event_ids
+            .get(event.key.as_slice())
+            .map_err(storage)?
+            .map(|g| g.value());
+        let event_seq = match existing {
+            Some(seq) => seq,
+            None => {
+                let seq = self.index.next_event;
+                self.index.next_event += 1;
+                self.t
+                    .events
+                    .insert(seq, event.record.as_slice())
+                    .map_err(storage)?;
+                self.t
+                    .event_ids
+                    .insert(event.key.as_slice(), seq)
+                    .map_err(storage)?;
+                seq
+            }
+        };
+        for (key, raw_key) in created {
+            let seq = self.index.next_seq;
+            self.index.next_seq += 1;
+            let delivery = Delivery::new(key, event.priority, now);
+            let endpoint = delivery.key.endpoint_id.as_str();
+            self.save(seq, event_seq, &delivery)?;
+            self.t
+                .delivery_keys
+                .insert(raw_key.as_slice(), seq)
+                .map_err(storage)?;
+            self.t
+                .event_deliveries
+                .insert((event_seq, seq), ())
+                .map_err(storage)?;
+            self.t
+                .by_endpoint
+                .insert((endpoint, seq), ())
+                .map_err(storage)?;
+            self.add_indexes(seq, endpoint, delivery.state)?;
+            self.refresh_head(&delivery.key.endpoint_id)?;
+        }
+        Ok(result)
+    }
+
+    pub(crate) fn claim(&mut self, request: &ClaimRequest) -> Result<RawClaims> {
+        let now = request.now;
+        let mut order: Vec<(EndpointId, bool, usize)> = self
+            .index
+            .due
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .filter_map(|(_, id)| {
+                let info = self.index.endpoints.get(id)?;
+                let max = request
+                    .endpoint_limits
+                    .get(id)
+                    .copied()
+                    .unwrap_or(request.per_endpoint_limit);
+                (info.enabled && max > 0).then(|| (id.clone(), info.strict, max))
+            })
+            .collect();
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Round robin: start after the endpoint served last.
+        if let Some(cursor) = &self.index.cursor {
+            let first_after = order.partition_point(|(id, _, _)| id <= cursor);
+            order.rotate_left(first_after);
+        }
+        let mut claimed = Vec::new();
+        for (id, strict, max) in order {
+            let room = request.limit.saturating_sub(claimed.len());
+            if room == 0 {
+                break;
+            }
+            let before = claimed.len();
+            self.claim_from(&id, strict, request, room.min(max), &mut claimed)?;
+            if claimed.len() > before {
+                self.index.cursor = Some(id);
+            }
+        }
+        let mut events = HashMap::new();
+        for (event_seq, _) in &claimed {
+            if !events.contains_key(event_seq) {
+                let raw = self
+                    .t
+                    .events
+                    .get(*event_seq)
+                    .map_err(storage)?
+                    .ok_or_else(|| codec::corrupt("delivery of a missing event"))?
+                    .value()
+                    .to_vec();
+                events.insert(*event_seq, raw);
+            }
+        }
+        Ok(RawClaims {
+            deliveries: claimed,
+            events,
+        })
+    }
+
+    fn claim_from(
+        &mut self,
+        endpoint: &EndpointId,
+        strict: bool,
+        request: &ClaimRequest,
+        max: usize,
+        out: &mut Vec<(u64, Delivery)>,
+    ) -> Result<()> {
+        let id = endpoint.as_str();
+        let (now_secs, now_nanos) = ts(request.now);
+        let mut seqs = Vec::new();
+        if strict {
+            let mut range = self
+                .t
+                .unfinished
+                .range((id, 0)..=(id, u64::MAX))
+                .map_err(storage)?;
+            if let Some(item) = range.next() {
+                let (key, at) = item.map_err(storage)?;
+                if at.value() <= (now_secs, now_nanos) {
+                    seqs.push(key.value().1);
+                }
+            }
+        } else {
+            let range = (id, i64::MIN, 0, 0)..=(id, now_secs, now_nanos, u64::MAX);
+            for item in self.t.schedule.range(range).map_err(storage)?.take(max) {
+                seqs.push(item.map_err(storage)?.0.value().3);
+            }
+        }
+        for seq in seqs {
+            let (event_seq, mut delivery) = self
+                .load(seq)?
+                .ok_or_else(|| codec::corrupt("schedule points at a missing delivery"))?;
+            let old = delivery.state;
+            if delivery.claim(request.now, request.lease).is_err() {
+                continue;
+            }
+            self.save(seq, event_seq, &delivery)?;
+            self.reindex(seq, id, old, delivery.state)?;
+            out.push((event_seq, delivery));
+        }
+        self.refresh_head(endpoint)
+    }
+
+    pub(crate) fn complete(
+        &mut self,
+        finished: &[Finished],
+        now: DateTime<Utc>,
+    ) -> Result<Completed> {
+        let mut result = Completed::default();
+        let mut touched: Vec<EndpointId> = Vec::new();
+        for f in finished {
+            let raw_key = codec::delivery_key(&f.lease.key);
+            let Some(seq) = self.seq_of(&raw_key)? else {
+                result.lease_lost.push(f.lease.key.clone());
+                continue;
+            };
+            let (event_seq, mut delivery) = self
+                .load(seq)?
+                .ok_or_else(|| codec::corrupt("key points at a missing delivery"))?;
+            let old = delivery.state;
+            if delivery.complete(&f.lease, &f.completion, now).is_err() {
+                result.lease_lost.push(f.lease.key.clone());
+                continue;
+            }
+            if let Some(attempt) = f.completion.attempt() {
+                let next = match self
+                    .t
+                    .attempts
+                    .range((seq, 0)..=(seq, u32::MAX))
+                    .map_err(storage)?
+                    .next_back()
+                {
+                    Some(item) => item.map_err(storage)?.0.value().1 + 1,
+                    None => 0,
+                };
+                self.t
+                    .attempts
+                    .insert((seq, next), codec::encode_attempt(attempt).as_slice())
+                    .map_err(storage)?;
+            }
+            self.save(seq, event_seq, &delivery)?;
+            self.reindex(seq, delivery.key.endpoint_id.as_str(), old, delivery.state)?;
+            if !touched.contains(&delivery.key.endpoint_id) {
+                touched.push(delivery.key.endpoint_id.clone());
+            }
+            result.applied += 1;
+        }
+        for endpoint in &touched {
+            self.refresh_head(endpoint)?;
+        }
+        Ok(result)
+    }
+
+    pub(crate) fn replay_dead(&mut self, key: &IdempotencyKey, now: DateTime<Utc>) -> Result<bool> {
+        match self.seq_of(&codec::delivery_key(key))? {
+            Some(seq) => self.replay(seq, now),
+            None => Ok(false),
+        }
+    }
+
+    pub(crate) fn replay_all_dead(
+        &mut self,
+        tenant: Option<&TenantId>,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let mut seqs = Vec::new();
+        for item in self.t.dead.iter().map_err(storage)? {
+            let seq = item.map_err(storage)?.0.value().2;
+            if let Some(tenant) = tenant {
+                let raw = self
+                    .t
+                    .deliveries
+                    .get(seq)
+                    .map_err(storage)?
+                    .ok_or_else(|| {
+                        codec::corrupt("dead-letter index points at a missing delivery")
+                    })?;
+                if codec::delivery_owner(raw.value())?.0 != Some(tenant.as_str()) {
+                    continue;
+                }
+            }
+            seqs.push(seq);
+        }
+        let mut count = 0;
+        for seq in seqs {
+            count += u64::from(self.replay(seq, now)?);
+        }
+        Ok(count)
+    }
+
+    /// Removes up to `max` deliveries delivered before `before`.
+    pub(crate) fn prune(&mut self, before: DateTime<Utc>, max: usize) -> Result<u64> {
+        let (secs, nanos) = ts(before);
+        let mut seqs = Vec::new();
+        for item in self
+            .t
+            .delivered
+            .range(..(secs, nanos, 0))
+            .map_err(storage)?
+            .take(max)
+        {
+            seqs.push(item.map_err(storage)?.0.value().2);
+        }
+        for &seq in &seqs {
+            self.remove_delivery(seq)?;
+        }
+        Ok(seqs.len() as u64)
+    }
+
+    fn replay(&mut self, seq: u64, now: DateTime<Utc>) -> Result<bool> {
+        let Some((event_seq, mut delivery)) = self.load(seq)? else {
+            return Ok(false);
+        };
+        let old = delivery.state;
+        if delivery.replay(now).is_err() {
+            return Ok(false);
+        }
+        self.save(seq, event_seq, &delivery)?;
+        self.reindex(seq, delivery.key.endpoint_id.as_str(), old, delivery.state)?;
+        self.refresh_head(&delivery.key.endpoint_id)?;
+        Ok(true)
+    }
+
+    /// Deletes a delivery, its attempts and index entries, and its event when it was
+    /// the event's last delivery.
+    fn remove_delivery(&mut self, seq: u64) -> Result<()> {
+        let Some((event_seq, delivery)) = self.load(seq)? else {
+            return Ok(());
+        };
+        let key = &delivery.key;
+        let endpoint = key.endpoint_id.as_str();
+        self.t.deliveries.remove(seq).map_err(storage)?;
+        self.t
+            .delivery_keys
+            .remove(codec::delivery_key(key).as_slice())
+            .map_err(storage)?;
+        self.t
+            .event_deliveries
+            .remove((event_seq, seq))
+            .map_err(storage)?;
+        self.t
+            .attempts
+            .retain_in((seq, 0)..=(seq, u32::MAX), |_, _| false)
+            .map_err(storage)?;
+        self.t
+            .by_endpoint
+            .remove((endpoint, seq))
+            .map_err(storage)?;
+        self.remove_indexes(seq, endpoint, delivery.state)?;
+        let orphan = self
+            .t
+            .event_deliveries
+            .range((event_seq, 0)..=(event_seq, u64::MAX))
+            .map_err(storage)?
+            .next()
+            .is_none();
+        if orphan {
+            self.t.events.remove(event_seq).map_err(storage)?;
+            let event_key = codec::event_key(key.tenant.as_ref(), &key.event_id);
+            self.t
+                .event_ids
+                .remove(event_key.as_slice())
+                .map_err(storage)?;
+        }
+        if !delivery.state.is_final() {
+            self.refresh_head(&key.endpoint_id)?;
+        }
+        Ok(())
+    }
+
+    fn seq_of(&self, raw_key: &[u8]) -> Result<Option<u64>> {
+        Ok(self
+            .t
+            .delivery_keys
+            .get(raw_key)
+            .map_err(storage)?
+            .map(|g| g.value()))
+    }
+
+    fn load(&self, seq: u64) -> Result<Option<(u64, Delivery)>> {
+        schema::load_delivery(&self.t.deliveries, seq)
+    }
+
+    fn save(&mut self, seq: u64, event_seq: u64, delivery: &Delivery) -> Result<()> {
+        let record = codec::encode_delivery(event_seq, delivery);
+        self.t
+            .deliveries
+            .insert(seq, record.as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn reindex(
+        &mut self,
+        seq: u64,
+        endpoint: &str,
+        old: DeliveryState,
+        new: DeliveryState,
+    ) -> Result<()> {
+        self.remove_indexes(seq, endpoint, old)?;
+        self.add_indexes(seq, endpoint, new)
+    }
+
+    fn remove_indexes(&mut self, seq: u64, endpoint: &str, state: DeliveryState) -> Result<()> {
+        if let Some(at) = state.claimable_at() {
+            let (secs, nanos) = ts(at);
+            self.t
+                .schedule
+                .remove((endpoint, secs, nanos, seq))
+                .map_err(storage)?;
+            self.t.unfinished.remove((endpoint, seq)).map_err(storage)?;
+        }
+        match state {
+            DeliveryState::Dead { at } => {
+                let (secs, nanos) = ts(at);
+                self.t.dead.remove((secs, nanos, seq)).map_err(storage)?;
+            }
+            DeliveryState::Delivered { at } => {
+                let (secs, nanos) = ts(at);
+                self.t
+                    .delivered
+                    .remove((secs, nanos, seq))
+                    .map_err(storage)?;
+            }
+            DeliveryState::Pending { .. } | DeliveryState::InFlight { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn add_indexes(&mut self, seq: u64, endpoint: &str, state: DeliveryState) -> Result<()> {
+        if let Some(at) = state.claimable_at() {
+            let (secs, nanos) = ts(at);
+            self.t
+                .schedule
+                .insert((endpoint, secs, nanos, seq), ())
+                .map_err(storage)?;
+            self.t
+                .unfinished
+                .insert((endpoint, seq), (secs, nanos))
+                .map_err(storage)?;
+        }
+        match state {
+            DeliveryState::Dead { at } => {
+                let (secs, nanos) = ts(at);
+                self.t
+                    .dead
+                    .insert((secs, nanos, seq), ())
+                    .map_err(storage)?;
+            }
+            DeliveryState::Delivered { at } => {
+                let (secs, nanos) = ts(at);
+                self.t
+                    .delivered
+                    .insert((secs, nanos, seq), ())
+                    .map_err(storage)?;
+            }
+            DeliveryState::Pending { .. } | DeliveryState::InFlight { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn refresh_head(&mut self, endpoint: &EndpointId) -> Result<()> {
+        let Some(strict) = self.index.endpoints.get(endpoint).map(|i| i.strict) else {
+            return Ok(());
+        };
+        let head = schema::head(&self.t.schedule, &self.t.unfinished, endpoint, strict)?;
+        self.index.set_head(endpoint, head);
+        Ok(())
+    }
+
+    fn write_counters(&mut self) -> Result<()> {
+        self.t
+            .meta
+            .insert(NEXT_SEQ_KEY, self.index.next_seq)
+            .map_err(storage)?;
+        self.t
+            .meta
+            .insert(NEXT_EVENT_KEY, self.index.next_event)
+            .map_err(storage)?;
+        Ok(())
+    }
+}
+
+enum Outcome {
+    Committed,
+    /// Job `i` failed and the transaction was aborted.
+    JobFailed(usize),
+    /// The transaction could not be begun or committed.
+    Failed(Error),
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    db: Arc<Database>,
+    index: Index,
+    jobs: mpsc::Receiver<Job>,
+    stats: Arc<Stats>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        db: Arc<Database>,
+        index: Index,
+        jobs: mpsc::Receiver<Job>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Self {
+            db,
+            index,
+            jobs,
+            stats,
+        }
+    }
+
+    /// Serves jobs until every sender is gone.
+    pub(crate) fn run(mut self) {
+        while let Ok(first) = self.jobs.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match self.jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch);
+        }
+    }
+
+    fn run_batch(&mut self, mut jobs: Vec<Job>) {
+        loop {
+            match self.try_batch(&mut jobs) {
+                Outcome::Committed => {
+                    self.stats.commits.fetch_add(1, Atomic::Relaxed);
+                    self.stats
+                        .operations
+                        .fetch_add(jobs.len() as u64, Atomic::Relaxed);
+                    for job in jobs {
+                        job.finish(None);
+                    }
+                    return;
+                }
+                Outcome::JobFailed(i) => {
+                    self.reload_index();
+                    jobs.remove(i).finish(None);
+                    if jobs.is_empty() {
+                        return;
+                    }
+                }
+                Outcome::Failed(error) => {
+                    self.reload_index();
+                    for job in jobs {
+                        job.finish(Some(&error));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn try_batch(&mut self, jobs: &mut [Job]) -> Outcome {
+        let txn = match self.db.begin_write() {
+            Ok(txn) => txn,
+            Err(e) => return Outcome::Failed(storage(e)),
+        };
+        let failed = {
+            let tables = match Tables::open(&txn) {
+                Ok(tables) => tables,
+                Err(e) => return Outcome::Failed(e),
+            };
+            let mut ctx = Ctx {
+                t: tables,
+                index: &mut self.index,
+            };
+            let failed = jobs.iter_mut().position(|job| !job.apply(&mut ctx));
+            if failed.is_none()
+                && let Err(e) = ctx.write_counters()
+            {
+                return Outcome::Failed(e);
+            }
+            failed
+        };
+        if let Some(i) = failed {
+            // Dropping the transaction aborts it as well; an abort error changes nothing.
+            let _ = txn.abort();
+            return Outcome::JobFailed(i);
+        }
+        match txn.commit() {
+            Ok(()) => Outcome::Committed,
+            Err(e) => Outcome::Failed(storage(e)),
+        }
+    }
+
+    /// Rebuilds the claim index from the committed tables after an abort. Counters
+    /// never go back, so an aborted batch leaves gaps, not reused numbers.
+    fn reload_index(&mut self) {
+        if let Ok(mut index) = Index::load(&self.db) {
+            index.cursor = self.index.cursor.take();
+            index.next_seq = index.next_seq.max(self.index.next_seq);
+            index.next_event = index.next_event.max(self.index.next_event);
+            self.index = index;
+        }
+    }
+}
+
+/// The retention pass: every `interval`, prunes work delivered more than `retention`
+/// ago, a chunk per transaction, until `stop` is dropped.
+pub(crate) fn prune_loop(
+    stop: &mpsc::Receiver<()>,
+    jobs: &mpsc::Sender<Job>,
+    retention: Duration,
+    interval: Duration,
+    stats: &Stats,
+) {
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let interval = interval.max(Duration::from_millis(10));
+    loop {
+        match stop.recv_timeout(interval) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        let Some(before) = Utc::now().checked_sub_signed(retention) else {
+            continue;
+        };
+        loop {
+            let (job, reply) = job(move |ctx| ctx.prune(before, PRUNE_CHUNK));
+            if jobs.send(job).is_err() {
+                return;
+            }
+            match reply.blocking_recv() {
+                Ok(Ok(n)) => {
+                    stats.pruned.fetch_add(n, Atomic::Relaxed);
+                    if n < PRUNE_CHUNK as u64 {
+                        break;
+                    }
+                }
+                // The writer failed; try again at the next interval.
+                Ok(Err(_)) | Err(_) => break,
+            }
+            if !matches!(stop.try_recv(), Err(mpsc::TryRecvError::Empty)) {
+                return;
+            }
+        }
+    }
+}
