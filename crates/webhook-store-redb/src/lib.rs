@@ -157,13 +157,13 @@ impl RedbStore {
     }
 
     /// Runs `op` on the writer thread in the next group commit; returns once that
-    /// commit is durable.
-    async fn write<T, F>(&self, op: F) -> Result<T>
+    /// commit is done, and on disk when `durable`.
+    async fn write<T, F>(&self, durable: bool, op: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnMut(&mut Ctx<'_, '_>) -> Result<T> + Send + 'static,
     {
-        let (job, reply) = writer::job(op);
+        let (job, reply) = writer::job(op, durable);
         self.jobs
             .as_ref()
             .ok_or_else(stopped)?
@@ -242,7 +242,7 @@ impl Store for RedbStore {
         endpoint.validate()?;
         let json = schema::encode_endpoint(endpoint)?;
         let endpoint = endpoint.clone();
-        self.write(move |ctx| ctx.put_endpoint(&endpoint, &json))
+        self.write(true, move |ctx| ctx.put_endpoint(&endpoint, &json))
             .await
     }
 
@@ -276,7 +276,7 @@ impl Store for RedbStore {
 
     async fn delete_endpoint(&self, id: &EndpointId) -> Result<bool> {
         let id = id.clone();
-        self.write(move |ctx| ctx.delete_endpoint(&id)).await
+        self.write(true, move |ctx| ctx.delete_endpoint(&id)).await
     }
 
     async fn enqueue(
@@ -302,7 +302,7 @@ impl Store for RedbStore {
             .await?
         };
         let endpoints = endpoints.to_vec();
-        self.write(move |ctx| ctx.enqueue(&new_event, &endpoints, now))
+        self.write(true, move |ctx| ctx.enqueue(&new_event, &endpoints, now))
             .await
     }
 
@@ -311,7 +311,7 @@ impl Store for RedbStore {
             return Ok(Vec::new());
         }
         let req = request.clone();
-        let raw = self.write(move |ctx| ctx.claim(&req)).await?;
+        let raw = self.write(false, move |ctx| ctx.claim(&req)).await?;
         let size: usize = raw.events.values().map(Vec::len).sum();
         offload(size >= BIG, move || decode_claims(raw)).await
     }
@@ -321,7 +321,8 @@ impl Store for RedbStore {
             return Ok(Completed::default());
         }
         let finished = finished.to_vec();
-        self.write(move |ctx| ctx.complete(&finished, now)).await
+        self.write(false, move |ctx| ctx.complete(&finished, now))
+            .await
     }
 
     async fn get_delivery(&self, key: &IdempotencyKey) -> Result<Option<DeliveryRecord>> {
@@ -410,12 +411,13 @@ impl Store for RedbStore {
 
     async fn replay_dead(&self, key: &IdempotencyKey, now: DateTime<Utc>) -> Result<bool> {
         let key = key.clone();
-        self.write(move |ctx| ctx.replay_dead(&key, now)).await
+        self.write(true, move |ctx| ctx.replay_dead(&key, now))
+            .await
     }
 
     async fn replay_all_dead(&self, tenant: Option<&TenantId>, now: DateTime<Utc>) -> Result<u64> {
         let tenant = tenant.cloned();
-        self.write(move |ctx| ctx.replay_all_dead(tenant.as_ref(), now))
+        self.write(true, move |ctx| ctx.replay_all_dead(tenant.as_ref(), now))
             .await
     }
 
@@ -424,7 +426,7 @@ impl Store for RedbStore {
         let mut total = 0;
         loop {
             let n = self
-                .write(move |ctx| ctx.prune(before, writer::PRUNE_CHUNK))
+                .write(true, move |ctx| ctx.prune(before, writer::PRUNE_CHUNK))
                 .await?;
             total += n;
             if n < writer::PRUNE_CHUNK as u64 {

@@ -18,7 +18,7 @@ use std::{
         atomic::{AtomicU64, Ordering as Atomic},
         mpsc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
@@ -55,12 +55,15 @@ pub(crate) trait WriteOp: Send {
     /// Replies: with the operation's own result, or with `failure` when the batch
     /// could not be committed.
     fn finish(self: Box<Self>, failure: Option<&Error>);
+    /// Whether the caller's promise needs this write on disk when it returns.
+    fn durable(&self) -> bool;
 }
 
 pub(crate) type Job = Box<dyn WriteOp>;
 
 struct Op<T, F> {
     run: F,
+    durable: bool,
     result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
@@ -96,10 +99,17 @@ where
         // The caller may have given up waiting; that is fine.
         let _ = self.reply.send(result);
     }
+
+    fn durable(&self) -> bool {
+        self.durable
+    }
 }
 
-/// A job running `run` in a write transaction, and where its reply arrives.
-pub(crate) fn job<T, F>(run: F) -> (Job, oneshot::Receiver<Result<T>>)
+/// A job running `run` in a write transaction, and where its reply arrives. A
+/// `durable` job is on disk when its reply arrives; the others ride along and reach
+/// the disk with the next durable commit (losing them in a crash only repeats work:
+/// a claim or a result is redone, never an acknowledged event lost).
+pub(crate) fn job<T, F>(run: F, durable: bool) -> (Job, oneshot::Receiver<Result<T>>)
 where
     T: Send + 'static,
     F: FnMut(&mut Ctx<'_, '_>) -> Result<T> + Send + 'static,
@@ -107,6 +117,7 @@ where
     let (reply, rx) = oneshot::channel();
     let op = Op {
         run,
+        durable,
         result: None,
         reply,
     };
@@ -807,7 +818,14 @@ pub(crate) struct Writer {
     index: Index,
     jobs: mpsc::Receiver<Job>,
     stats: Arc<Stats>,
+    lazy_commits: u32,
+    last_durable: Instant,
 }
+
+/// Most commits in a row without fsync.
+const MAX_LAZY_COMMITS: u32 = 256;
+/// Longest time without a durable commit while writes go on.
+const MAX_LAZY_TIME: Duration = Duration::from_secs(1);
 
 impl Writer {
     pub(crate) fn new(
@@ -821,6 +839,8 @@ impl Writer {
             index,
             jobs,
             stats,
+            lazy_commits: 0,
+            last_durable: Instant::now(),
         }
     }
 
@@ -870,10 +890,18 @@ impl Writer {
     }
 
     fn try_batch(&mut self, jobs: &mut [Job]) -> Outcome {
-        let txn = match self.db.begin_write() {
+        let mut txn = match self.db.begin_write() {
             Ok(txn) => txn,
             Err(e) => return Outcome::Failed(storage(e)),
         };
+        // Batches of only claims and results skip the fsync, but not forever: a
+        // durable commit now and then bounds redone work and lets redb free pages.
+        let durable = jobs.iter().any(|job| job.durable())
+            || self.lazy_commits >= MAX_LAZY_COMMITS
+            || self.last_durable.elapsed() >= MAX_LAZY_TIME;
+        if !durable && txn.set_durability(redb::Durability::None).is_err() {
+            return Outcome::Failed(Error::Unavailable("cannot relax durability".into()));
+        }
         let failed = {
             let tables = match Tables::open(&txn) {
                 Ok(tables) => tables,
@@ -897,7 +925,15 @@ impl Writer {
             return Outcome::JobFailed(i);
         }
         match txn.commit() {
-            Ok(()) => Outcome::Committed,
+            Ok(()) => {
+                if durable {
+                    self.lazy_commits = 0;
+                    self.last_durable = Instant::now();
+                } else {
+                    self.lazy_commits += 1;
+                }
+                Outcome::Committed
+            }
             Err(e) => Outcome::Failed(storage(e)),
         }
     }
@@ -934,7 +970,7 @@ pub(crate) fn prune_loop(
             continue;
         };
         loop {
-            let (job, reply) = job(move |ctx| ctx.prune(before, PRUNE_CHUNK));
+            let (job, reply) = job(move |ctx| ctx.prune(before, PRUNE_CHUNK), true);
             if jobs.send(job).is_err() {
                 return;
             }
