@@ -50,6 +50,21 @@ pub(crate) async fn run() -> Vec<Figure> {
     figures
 }
 
+/// Only the throughput figure (for profiling).
+pub(crate) async fn throughput() -> Vec<Figure> {
+    let receiver = Receiver::start();
+    bare_client(&receiver, 10_000).await;
+    let bare = bare_client(&receiver, REQUESTS).await;
+    let engine = engine_throughput(&receiver, REQUESTS).await;
+    vec![Figure::new(
+        "throughput",
+        engine,
+        "req/s",
+        "bare hyper client",
+        bare,
+    )]
+}
+
 fn config() -> DispatcherConfig {
     DispatcherConfig {
         max_in_flight: CONCURRENCY,
@@ -181,13 +196,18 @@ async fn fanout(receiver: &Arc<Receiver>, bare: f64, figures: &mut Vec<Figure>) 
         let parked = Arc::new(Dispatcher::new(config()));
         for id in &endpoints {
             parked
-                .register_endpoint(Endpoint::new(id.clone(), "http://127.0.0.1:9/").with_enabled(false))
+                .register_endpoint(
+                    Endpoint::new(id.clone(), "http://127.0.0.1:9/").with_enabled(false),
+                )
                 .await
                 .expect("register");
         }
         let payload = Bytes::from(vec![b'x'; size]);
         let before = rss_bytes();
-        dispatch_all(&parked, &format!("c{run}-"), 200, &endpoints, move || Bytes::copy_from_slice(&payload)).await;
+        dispatch_all(&parked, &format!("c{run}-"), 200, &endpoints, move || {
+            Bytes::copy_from_slice(&payload)
+        })
+        .await;
         growth[run] = rss_bytes().saturating_sub(before) as f64;
         keep.push(parked);
     }
@@ -195,7 +215,13 @@ async fn fanout(receiver: &Arc<Receiver>, bare: f64, figures: &mut Vec<Figure>) 
         parked.shutdown().await;
     }
     let copies = (growth[1] - growth[0]).max(0.0) / (200.0 * 65_536.0);
-    figures.push(Figure::new("fanout_payload_copies", copies, "copies", "one copy per delivery", 100.0));
+    figures.push(Figure::new(
+        "fanout_payload_copies",
+        copies,
+        "copies",
+        "one copy per delivery",
+        100.0,
+    ));
 
     // Rate: 1000 events x 100 endpoints.
     let dispatcher = Arc::new(Dispatcher::new(DispatcherConfig {
