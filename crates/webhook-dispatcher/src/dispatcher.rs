@@ -504,12 +504,19 @@ impl Shared {
         }
     }
 
-    /// Per-endpoint claim limits: endpoints that cannot take a full share now.
-    fn claim_limits(&self, share: usize) -> HashMap<EndpointId, usize> {
+    /// Per-endpoint claim limits (endpoints that cannot take a full share now), and a
+    /// lease long enough for the slowest endpoint's attempt (batch wait included).
+    fn claim_limits(&self, share: usize) -> (HashMap<EndpointId, usize>, Duration) {
         let now = Instant::now();
         let tenants = lock(&self.tenant_limits);
         let mut limits = HashMap::new();
+        let mut longest = self.config.request_timeout;
         for state in self.read_endpoints().values() {
+            let batch_wait = state
+                .endpoint
+                .batching
+                .map_or(Duration::ZERO, |b| b.max_wait);
+            longest = longest.max(state.timeout + batch_wait);
             let mut room = state.room(now);
             if let Some(bucket) = state
                 .endpoint
@@ -526,7 +533,7 @@ impl Shared {
                 limits.insert(state.endpoint.id.clone(), room);
             }
         }
-        limits
+        (limits, longest * 2 + Duration::from_secs(10))
     }
 
     fn admit_tenant(&self, tenant: Option<&TenantId>, now: Instant) -> Result<(), Duration> {
@@ -663,8 +670,6 @@ impl Shared {
 /// Claims due work and starts a task per delivery.
 async fn claim_loop(shared: Arc<Shared>) {
     let mut stop = shared.stop_claiming.subscribe();
-    let lease =
-        shared.config.request_timeout.max(Duration::from_secs(15)) * 2 + Duration::from_secs(60);
     let mut failures = 0u32;
     loop {
         if *stop.borrow() {
@@ -678,12 +683,13 @@ async fn claim_loop(shared: Arc<Shared>) {
         let mut idle = true;
         if reserved > 0 {
             let share = shared.config.max_in_flight_per_endpoint as usize;
+            let (endpoint_limits, lease) = shared.claim_limits(share);
             let request = ClaimRequest {
                 now: Utc::now(),
                 lease,
                 limit: reserved,
                 per_endpoint_limit: share,
-                endpoint_limits: shared.claim_limits(share),
+                endpoint_limits,
             };
             match shared.store.claim(&request).await {
                 Ok(claimed) => {
@@ -870,8 +876,13 @@ fn batch_body(batch: &[Claimed], now: DateTime<Utc>) -> Bytes {
 /// Writes finished leases to the store in batches and frees their slots.
 async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
     let mut buffer = Vec::with_capacity(512);
+    let mut finished: Vec<Finished> = Vec::with_capacity(512);
+    let mut sources = Vec::with_capacity(512);
     while rx.recv_many(&mut buffer, 512).await > 0 {
-        let finished: Vec<Finished> = buffer.iter().map(|d| d.finished.clone()).collect();
+        for done in buffer.drain(..) {
+            finished.push(done.finished);
+            sources.push((done.endpoint, done.created_at));
+        }
         let mut delay = Duration::from_millis(10);
         // Keep trying: until this lands the deliveries stay in flight in the store and
         // would be redelivered after their lease, which is safe but wasteful.
@@ -890,13 +901,11 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
         }
         let now = Utc::now();
         let mut finals = 0;
-        for done in buffer.drain(..) {
-            done.endpoint.in_flight.fetch_sub(1, Relaxed);
-            let latency = done
-                .created_at
-                .map(|created| (now - created).to_std().unwrap_or_default());
-            telemetry::completed(&done.finished.completion, latency);
-            match &done.finished.completion {
+        for (done, (endpoint, created_at)) in finished.drain(..).zip(sources.drain(..)) {
+            endpoint.in_flight.fetch_sub(1, Relaxed);
+            let latency = created_at.map(|created| (now - created).to_std().unwrap_or_default());
+            telemetry::completed(&done.completion, latency);
+            match &done.completion {
                 Completion::Delivered { .. } => {
                     finals += 1;
                     Stats::bump(&shared.stats.delivered, 1);
