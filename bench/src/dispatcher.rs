@@ -65,6 +65,13 @@ pub(crate) async fn throughput() -> Vec<Figure> {
     )]
 }
 
+/// Only the memory figure (for profiling).
+pub(crate) async fn memory_only() -> Vec<Figure> {
+    let mut figures = Vec::new();
+    memory(&mut figures).await;
+    figures
+}
+
 fn config() -> DispatcherConfig {
     DispatcherConfig {
         max_in_flight: CONCURRENCY,

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         "dispatcher" => runtime.block_on(dispatcher::run()),
         // Only the throughput figure, for profiling.
         "throughput" => runtime.block_on(dispatcher::throughput()),
+        "memory" => runtime.block_on(dispatcher::memory_only()),
         _ => {
             eprintln!("usage: webhook-bench <dispatcher>");
             return ExitCode::FAILURE;

@@ -532,7 +532,10 @@ mod tests {
                 "batching.max_events",
             ),
             (Endpoint::new("", "https://x.test"), "id"),
-            (Endpoint::new("e", "https://x.test").with_secret(""), "secret"),
+            (
+                Endpoint::new("e", "https://x.test").with_secret(""),
+                "secret",
+            ),
         ];
         for (ep, field) in cases {
             match ep.validate() {

@@ -1,5 +1,9 @@
 //! An in-memory [`Store`]: fast, shared by every dispatcher in the process, and gone
 //! when the process ends.
+//!
+//! Events and deliveries live in slabs (vectors indexed by slot), so a queued
+//! delivery costs its record and a few index entries, not a hash-table entry of its
+//! own: a million queued deliveries fit in well under 512 MB.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -12,7 +16,7 @@ use chrono::{DateTime, Utc};
 use crate::{
     Attempt, ClaimRequest, Claimed, Completed, DeadLetterQuery, Delivery, DeliveryRecord,
     DeliveryState, Endpoint, EndpointId, Enqueued, Error, Event, EventId, EventRecord, Finished,
-    IdempotencyKey, Ordering, Result, Store, TenantId,
+    IdempotencyKey, Lease, Ordering, Result, Store, TenantId,
 };
 
 /// An in-memory [`Store`]. Not durable: use a store crate for that.
@@ -23,38 +27,133 @@ pub struct MemoryStore {
 
 type EventKey = (Option<TenantId>, EventId);
 
+/// A slot in a slab.
+type Slot = u32;
+
 #[derive(Debug, Default)]
 struct Inner {
     endpoints: BTreeMap<EndpointId, Endpoint>,
-    events: HashMap<EventKey, StoredEvent>,
-    deliveries: HashMap<u64, Stored>,
-    by_key: HashMap<IdempotencyKey, u64>,
+    events: Slab<StoredEvent>,
+    event_slots: HashMap<EventKey, Slot>,
+    deliveries: Slab<Stored>,
     /// Per endpoint: unfinished deliveries by the time they become claimable.
     queues: BTreeMap<EndpointId, Queue>,
     /// Dead deliveries by the time they died.
-    dead: BTreeSet<(DateTime<Utc>, u64)>,
-    next_seq: u64,
+    dead: BTreeSet<(DateTime<Utc>, Slot)>,
     /// The endpoint served last, so the next claim starts after it.
     cursor: Option<EndpointId>,
+    next_seq: u64,
+}
+
+/// A vector of optional records with a free list: slots are stable and reused.
+#[derive(Debug)]
+struct Slab<T> {
+    items: Vec<Option<T>>,
+    free: Vec<Slot>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    fn insert(&mut self, item: T) -> Slot {
+        match self.free.pop() {
+            Some(slot) => {
+                self.items[slot as usize] = Some(item);
+                slot
+            }
+            None => {
+                self.items.push(Some(item));
+                Slot::try_from(self.items.len() - 1).expect("fewer than 2^32 records")
+            }
+        }
+    }
+
+    fn get(&self, slot: Slot) -> Option<&T> {
+        self.items.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    fn get_mut(&mut self, slot: Slot) -> Option<&mut T> {
+        self.items.get_mut(slot as usize).and_then(Option::as_mut)
+    }
+
+    fn remove(&mut self, slot: Slot) -> Option<T> {
+        let item = self.items.get_mut(slot as usize)?.take();
+        if item.is_some() {
+            self.free.push(slot);
+        }
+        item
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Slot, &T)> {
+        self.items
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, item)| Some((Slot::try_from(slot).ok()?, item.as_ref()?)))
+    }
 }
 
 #[derive(Debug)]
 struct StoredEvent {
     event: Event,
-    deliveries: Vec<u64>,
+    /// Its deliveries, in creation order.
+    deliveries: Slots,
+}
+
+/// A list of slots that needs no allocation for the common case of one.
+#[derive(Debug)]
+enum Slots {
+    One(Slot),
+    Many(Vec<Slot>),
+}
+
+impl Slots {
+    fn iter(&self) -> std::slice::Iter<'_, Slot> {
+        match self {
+            Self::One(slot) => std::slice::from_ref(slot).iter(),
+            Self::Many(slots) => slots.iter(),
+        }
+    }
+
+    fn push(&mut self, slot: Slot) {
+        match self {
+            Self::One(first) => *self = Self::Many(vec![*first, slot]),
+            Self::Many(slots) => slots.push(slot),
+        }
+    }
+
+    /// Removes `slot`; returns whether the list is now empty.
+    fn remove(&mut self, slot: Slot) -> bool {
+        match self {
+            Self::One(only) => *only == slot,
+            Self::Many(slots) => {
+                slots.retain(|s| *s != slot);
+                slots.is_empty()
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Stored {
     delivery: Delivery,
+    /// Creation order across the store (for strict ordering).
+    seq: u64,
+    event: Slot,
     attempts: Vec<Attempt>,
 }
 
 #[derive(Debug, Default)]
 struct Queue {
-    schedule: BTreeSet<(DateTime<Utc>, u64)>,
-    /// Unfinished deliveries in dispatch order (for strict ordering).
-    unfinished: BTreeSet<u64>,
+    schedule: BTreeSet<(DateTime<Utc>, Slot)>,
+    /// Unfinished deliveries in creation order (for strict ordering).
+    unfinished: BTreeMap<u64, Slot>,
 }
 
 impl MemoryStore {
@@ -73,33 +172,49 @@ impl MemoryStore {
 }
 
 impl Inner {
-    /// Moves `seq` from state `old` to its current state in the indexes.
-    fn reindex(&mut self, seq: u64, old: DeliveryState) {
-        let Some(stored) = self.deliveries.get(&seq) else {
+    fn delivery_slot(&self, key: &IdempotencyKey) -> Option<Slot> {
+        let event = self
+            .event_slots
+            .get(&(key.tenant.clone(), key.event_id.clone()))?;
+        self.events
+            .get(*event)?
+            .deliveries
+            .iter()
+            .copied()
+            .find(|slot| {
+                self.deliveries
+                    .get(*slot)
+                    .is_some_and(|s| s.delivery.key.endpoint_id == key.endpoint_id)
+            })
+    }
+
+    /// Moves `slot` from state `old` to its current state in the indexes.
+    fn reindex(&mut self, slot: Slot, old: DeliveryState) {
+        let Some(stored) = self.deliveries.get(slot) else {
             return;
         };
-        let new = stored.delivery.state;
+        let (new, seq) = (stored.delivery.state, stored.seq);
         let queue = self
             .queues
             .entry(stored.delivery.key.endpoint_id.clone())
             .or_default();
         if let Some(at) = old.claimable_at() {
-            queue.schedule.remove(&(at, seq));
+            queue.schedule.remove(&(at, slot));
         }
         if let DeliveryState::Dead { at } = old {
-            self.dead.remove(&(at, seq));
+            self.dead.remove(&(at, slot));
         }
         match new.claimable_at() {
             Some(at) => {
-                queue.schedule.insert((at, seq));
-                queue.unfinished.insert(seq);
+                queue.schedule.insert((at, slot));
+                queue.unfinished.insert(seq, slot);
             }
             None => {
                 queue.unfinished.remove(&seq);
             }
         }
         if let DeliveryState::Dead { at } = new {
-            self.dead.insert((at, seq));
+            self.dead.insert((at, slot));
         }
     }
 
@@ -109,16 +224,20 @@ impl Inner {
         strict: bool,
         request: &ClaimRequest,
         max: usize,
-    ) -> Vec<u64> {
+    ) -> Vec<Slot> {
         let Some(queue) = self.queues.get(endpoint) else {
             return Vec::new();
         };
-        let due: Vec<u64> = if strict {
+        let due: Vec<Slot> = if strict {
             queue
                 .unfinished
-                .first()
-                .filter(|seq| self.deliveries[*seq].delivery.is_claimable(request.now))
-                .copied()
+                .first_key_value()
+                .map(|(_, slot)| *slot)
+                .filter(|slot| {
+                    self.deliveries
+                        .get(*slot)
+                        .is_some_and(|s| s.delivery.is_claimable(request.now))
+                })
                 .into_iter()
                 .collect()
         } else {
@@ -127,66 +246,94 @@ impl Inner {
                 .iter()
                 .take_while(|(at, _)| *at <= request.now)
                 .take(max)
-                .map(|&(_, seq)| seq)
+                .map(|&(_, slot)| slot)
                 .collect()
         };
         let mut claimed = Vec::with_capacity(due.len());
-        for seq in due {
-            let stored = self
-                .deliveries
-                .get_mut(&seq)
-                .expect("indexed delivery exists");
+        for slot in due {
+            let Some(stored) = self.deliveries.get_mut(slot) else {
+                continue;
+            };
             let old = stored.delivery.state;
             if stored.delivery.claim(request.now, request.lease).is_ok() {
-                self.reindex(seq, old);
-                claimed.push(seq);
+                self.reindex(slot, old);
+                claimed.push(slot);
             }
         }
         claimed
     }
 
-    fn remove_delivery(&mut self, seq: u64) {
-        let Some(stored) = self.deliveries.remove(&seq) else {
+    fn remove_delivery(&mut self, slot: Slot) {
+        let Some(stored) = self.deliveries.remove(slot) else {
             return;
         };
-        let key = stored.delivery.key;
-        self.by_key.remove(&key);
+        let key = &stored.delivery.key;
         if let Some(queue) = self.queues.get_mut(&key.endpoint_id) {
             if let Some(at) = stored.delivery.state.claimable_at() {
-                queue.schedule.remove(&(at, seq));
+                queue.schedule.remove(&(at, slot));
             }
-            queue.unfinished.remove(&seq);
+            queue.unfinished.remove(&stored.seq);
         }
         if let DeliveryState::Dead { at } = stored.delivery.state {
-            self.dead.remove(&(at, seq));
+            self.dead.remove(&(at, slot));
         }
-        let event_key = (key.tenant, key.event_id);
-        if let Some(event) = self.events.get_mut(&event_key) {
-            event.deliveries.retain(|s| *s != seq);
-            if event.deliveries.is_empty() {
-                self.events.remove(&event_key);
-            }
+        if let Some(event) = self.events.get_mut(stored.event)
+            && event.deliveries.remove(slot)
+        {
+            self.events.remove(stored.event);
+            self.event_slots
+                .remove(&(key.tenant.clone(), key.event_id.clone()));
         }
     }
 
-    fn replay(&mut self, seq: u64, now: DateTime<Utc>) -> bool {
-        let Some(stored) = self.deliveries.get_mut(&seq) else {
+    fn replay(&mut self, slot: Slot, now: DateTime<Utc>) -> bool {
+        let Some(stored) = self.deliveries.get_mut(slot) else {
             return false;
         };
         let old = stored.delivery.state;
         if stored.delivery.replay(now).is_err() {
             return false;
         }
-        self.reindex(seq, old);
+        self.reindex(slot, old);
         true
     }
 
-    fn record(&self, seq: u64) -> DeliveryRecord {
-        let stored = &self.deliveries[&seq];
-        DeliveryRecord {
+    fn record(&self, slot: Slot) -> Option<DeliveryRecord> {
+        let stored = self.deliveries.get(slot)?;
+        Some(DeliveryRecord {
             delivery: stored.delivery.clone(),
             attempts: stored.attempts.clone(),
-        }
+        })
+    }
+
+    fn claimed(&self, slot: Slot) -> Option<Claimed> {
+        let stored = self.deliveries.get(slot)?;
+        let DeliveryState::InFlight { lease_until } = stored.delivery.state else {
+            return None;
+        };
+        Some(Claimed {
+            delivery: stored.delivery.clone(),
+            event: self.events.get(stored.event)?.event.clone(),
+            lease: Lease {
+                key: stored.delivery.key.clone(),
+                token: stored.delivery.lease_token,
+                until: lease_until,
+            },
+        })
+    }
+
+    fn dead_slots<'a>(
+        &'a self,
+        tenant: Option<&'a TenantId>,
+        endpoint: Option<&'a EndpointId>,
+    ) -> impl Iterator<Item = Slot> + 'a {
+        self.dead.iter().map(|(_, slot)| *slot).filter(move |slot| {
+            self.deliveries.get(*slot).is_some_and(|s| {
+                let key = &s.delivery.key;
+                (tenant.is_none() || key.tenant.as_ref() == tenant)
+                    && endpoint.is_none_or(|e| &key.endpoint_id == e)
+            })
+        })
     }
 }
 
@@ -219,14 +366,14 @@ impl Store for MemoryStore {
         if inner.endpoints.remove(id).is_none() {
             return Ok(false);
         }
-        let seqs: Vec<u64> = inner
+        let slots: Vec<Slot> = inner
             .deliveries
             .iter()
             .filter(|(_, s)| &s.delivery.key.endpoint_id == id)
-            .map(|(seq, _)| *seq)
+            .map(|(slot, _)| slot)
             .collect();
-        for seq in seqs {
-            inner.remove_delivery(seq);
+        for slot in slots {
+            inner.remove_delivery(slot);
         }
         inner.queues.remove(id);
         Ok(true)
@@ -247,48 +394,67 @@ impl Store for MemoryStore {
             check_tenant(endpoint, event)?;
         }
         let event_key = (event.tenant_id.clone(), event.id.clone());
+        let existing_event = inner.event_slots.get(&event_key).copied();
         let mut result = Enqueued::default();
-        let mut created = Vec::new();
+        let mut new_endpoints: Vec<&EndpointId> = Vec::with_capacity(endpoints.len());
         for id in endpoints {
-            let key = IdempotencyKey::new(event.id.clone(), id.clone(), event.tenant_id.clone());
-            if inner.by_key.contains_key(&key) || created.iter().any(|(k, _)| k == &key) {
+            let known = existing_event.is_some_and(|slot| {
+                inner.events.get(slot).is_some_and(|e| {
+                    e.deliveries.iter().any(|d| {
+                        inner
+                            .deliveries
+                            .get(*d)
+                            .is_some_and(|s| &s.delivery.key.endpoint_id == id)
+                    })
+                })
+            });
+            if known || new_endpoints.contains(&id) {
                 result.existing += 1;
-                continue;
+            } else {
+                new_endpoints.push(id);
             }
-            let seq = inner.next_seq;
-            inner.next_seq += 1;
-            created.push((key, seq));
         }
-        result.created = created.len();
-        if created.is_empty() {
+        result.created = new_endpoints.len();
+        if new_endpoints.is_empty() {
             return Ok(result);
         }
-        let stored_event = inner
-            .events
-            .entry(event_key)
-            .or_insert_with(|| StoredEvent {
-                event: Event {
-                    created_at: Some(event.created_at.unwrap_or(now)),
-                    ..event.clone()
-                },
-                deliveries: Vec::new(),
-            });
-        stored_event
-            .deliveries
-            .extend(created.iter().map(|(_, seq)| *seq));
-        for (key, seq) in created {
-            let delivery = Delivery::new(key.clone(), event.priority, now);
-            let queue = inner.queues.entry(key.endpoint_id.clone()).or_default();
-            queue.schedule.insert((now, seq));
-            queue.unfinished.insert(seq);
-            inner.by_key.insert(key, seq);
-            inner.deliveries.insert(
+        let mut event_slot = existing_event;
+        for id in new_endpoints {
+            let key = IdempotencyKey::new(event.id.clone(), id.clone(), event.tenant_id.clone());
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            // The event's slot is only known once its first delivery exists.
+            let placeholder = event_slot.unwrap_or(Slot::MAX);
+            let slot = inner.deliveries.insert(Stored {
+                delivery: Delivery::new(key, event.priority, now),
                 seq,
-                Stored {
-                    delivery,
-                    attempts: Vec::new(),
-                },
-            );
+                event: placeholder,
+                attempts: Vec::new(),
+            });
+            match event_slot {
+                Some(existing) => {
+                    if let Some(stored_event) = inner.events.get_mut(existing) {
+                        stored_event.deliveries.push(slot);
+                    }
+                }
+                None => {
+                    let new = inner.events.insert(StoredEvent {
+                        event: Event {
+                            created_at: Some(event.created_at.unwrap_or(now)),
+                            ..event.clone()
+                        },
+                        deliveries: Slots::One(slot),
+                    });
+                    inner.event_slots.insert(event_key.clone(), new);
+                    if let Some(stored) = inner.deliveries.get_mut(slot) {
+                        stored.event = new;
+                    }
+                    event_slot = Some(new);
+                }
+            }
+            let queue = inner.queues.entry(id.clone()).or_default();
+            queue.schedule.insert((now, slot));
+            queue.unfinished.insert(seq, slot);
         }
         Ok(result)
     }
@@ -315,40 +481,21 @@ impl Store for MemoryStore {
             let first_after = order.partition_point(|(id, _, _)| id <= cursor);
             order.rotate_left(first_after);
         }
-        let mut seqs = Vec::new();
+        let mut slots = Vec::new();
         for (id, strict, max) in order {
-            let room = request.limit.saturating_sub(seqs.len());
+            let room = request.limit.saturating_sub(slots.len());
             if room == 0 {
                 break;
             }
             let got = inner.claim_from(&id, strict, request, room.min(max));
             if !got.is_empty() {
-                seqs.extend(got);
+                slots.extend(got);
                 inner.cursor = Some(id);
             }
         }
-        Ok(seqs
+        Ok(slots
             .into_iter()
-            .map(|seq| {
-                let delivery = inner.deliveries[&seq].delivery.clone();
-                let key = &delivery.key;
-                let event = inner.events[&(key.tenant.clone(), key.event_id.clone())]
-                    .event
-                    .clone();
-                let lease = crate::Lease {
-                    key: key.clone(),
-                    token: delivery.lease_token,
-                    until: match delivery.state {
-                        DeliveryState::InFlight { lease_until } => lease_until,
-                        _ => unreachable!("just claimed"),
-                    },
-                };
-                Claimed {
-                    delivery,
-                    event,
-                    lease,
-                }
-            })
+            .filter_map(|slot| inner.claimed(slot))
             .collect())
     }
 
@@ -356,14 +503,14 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         let mut result = Completed::default();
         for f in finished {
-            let Some(&seq) = inner.by_key.get(&f.lease.key) else {
+            let Some(slot) = inner.delivery_slot(&f.lease.key) else {
                 result.lease_lost.push(f.lease.key.clone());
                 continue;
             };
-            let stored = inner
-                .deliveries
-                .get_mut(&seq)
-                .expect("indexed delivery exists");
+            let Some(stored) = inner.deliveries.get_mut(slot) else {
+                result.lease_lost.push(f.lease.key.clone());
+                continue;
+            };
             let old = stored.delivery.state;
             if stored
                 .delivery
@@ -376,7 +523,7 @@ impl Store for MemoryStore {
             if let Some(attempt) = f.completion.attempt() {
                 stored.attempts.push(attempt.clone());
             }
-            inner.reindex(seq, old);
+            inner.reindex(slot, old);
             result.applied += 1;
         }
         Ok(result)
@@ -384,7 +531,7 @@ impl Store for MemoryStore {
 
     async fn get_delivery(&self, key: &IdempotencyKey) -> Result<Option<DeliveryRecord>> {
         let inner = self.lock();
-        Ok(inner.by_key.get(key).map(|seq| inner.record(*seq)))
+        Ok(inner.delivery_slot(key).and_then(|slot| inner.record(slot)))
     }
 
     async fn get_event(
@@ -393,74 +540,61 @@ impl Store for MemoryStore {
         id: &EventId,
     ) -> Result<Option<EventRecord>> {
         let inner = self.lock();
-        Ok(inner
-            .events
-            .get(&(tenant.cloned(), id.clone()))
-            .map(|stored| EventRecord {
-                event: stored.event.clone(),
-                deliveries: stored
-                    .deliveries
-                    .iter()
-                    .map(|seq| inner.record(*seq))
-                    .collect(),
-            }))
+        let Some(slot) = inner.event_slots.get(&(tenant.cloned(), id.clone())) else {
+            return Ok(None);
+        };
+        Ok(inner.events.get(*slot).map(|stored| EventRecord {
+            event: stored.event.clone(),
+            deliveries: stored
+                .deliveries
+                .iter()
+                .filter_map(|d| inner.record(*d))
+                .collect(),
+        }))
     }
 
     async fn list_dead(&self, query: &DeadLetterQuery) -> Result<Vec<Delivery>> {
         let inner = self.lock();
         Ok(inner
-            .dead
-            .iter()
-            .map(|(_, seq)| &inner.deliveries[seq].delivery)
-            .filter(|d| matches_dead(d, query.tenant.as_ref(), query.endpoint_id.as_ref()))
+            .dead_slots(query.tenant.as_ref(), query.endpoint_id.as_ref())
             .take(query.limit)
-            .cloned()
+            .filter_map(|slot| inner.deliveries.get(slot).map(|s| s.delivery.clone()))
             .collect())
     }
 
     async fn replay_dead(&self, key: &IdempotencyKey, now: DateTime<Utc>) -> Result<bool> {
         let mut inner = self.lock();
-        let Some(&seq) = inner.by_key.get(key) else {
+        let Some(slot) = inner.delivery_slot(key) else {
             return Ok(false);
         };
-        Ok(inner.replay(seq, now))
+        Ok(inner.replay(slot, now))
     }
 
     async fn replay_all_dead(&self, tenant: Option<&TenantId>, now: DateTime<Utc>) -> Result<u64> {
         let mut inner = self.lock();
-        let seqs: Vec<u64> = inner
-            .dead
-            .iter()
-            .map(|(_, seq)| *seq)
-            .filter(|seq| matches_dead(&inner.deliveries[seq].delivery, tenant, None))
-            .collect();
+        let slots: Vec<Slot> = inner.dead_slots(tenant, None).collect();
         let mut count = 0;
-        for seq in seqs {
-            count += u64::from(inner.replay(seq, now));
+        for slot in slots {
+            count += u64::from(inner.replay(slot, now));
         }
         Ok(count)
     }
 
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64> {
         let mut inner = self.lock();
-        let seqs: Vec<u64> = inner
+        let slots: Vec<Slot> = inner
             .deliveries
             .iter()
             .filter(
                 |(_, s)| matches!(s.delivery.state, DeliveryState::Delivered { at } if at < before),
             )
-            .map(|(seq, _)| *seq)
+            .map(|(slot, _)| slot)
             .collect();
-        for &seq in &seqs {
-            inner.remove_delivery(seq);
+        for &slot in &slots {
+            inner.remove_delivery(slot);
         }
-        Ok(seqs.len() as u64)
+        Ok(slots.len() as u64)
     }
-}
-
-fn matches_dead(d: &Delivery, tenant: Option<&TenantId>, endpoint: Option<&EndpointId>) -> bool {
-    (tenant.is_none() || d.key.tenant.as_ref() == tenant)
-        && endpoint.is_none_or(|e| &d.key.endpoint_id == e)
 }
 
 /// Fails unless `endpoint` may receive `event`: same tenant, or no tenant on either.
