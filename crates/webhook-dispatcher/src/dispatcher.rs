@@ -649,11 +649,9 @@ impl Shared {
                 ),
             ],
         };
+        headers.reserve(signed.len());
         for (name, value) in signed {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::try_from(name.as_ref()),
-                HeaderValue::try_from(value),
-            ) {
+            if let (Some(name), Ok(value)) = (header_name(&name), HeaderValue::try_from(value)) {
                 headers.push((name, value));
             }
         }
@@ -665,6 +663,22 @@ impl Shared {
             compression: state.compression,
         }
     }
+}
+
+/// The header name for a signing header: the well-known ones without parsing or
+/// allocating (this runs for every request), others parsed.
+fn header_name(name: &str) -> Option<HeaderName> {
+    use webhook_sdk::headers::{
+        WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, X_WEBHOOK_SIGNATURE, X_WEBHOOK_TIMESTAMP,
+    };
+    Some(match name {
+        WEBHOOK_ID => HeaderName::from_static("webhook-id"),
+        WEBHOOK_TIMESTAMP => HeaderName::from_static("webhook-timestamp"),
+        WEBHOOK_SIGNATURE => HeaderName::from_static("webhook-signature"),
+        X_WEBHOOK_SIGNATURE => HeaderName::from_static("x-webhook-signature"),
+        X_WEBHOOK_TIMESTAMP => HeaderName::from_static("x-webhook-timestamp"),
+        other => return HeaderName::try_from(other).ok(),
+    })
 }
 
 /// Claims due work and starts a task per delivery.
@@ -722,7 +736,10 @@ async fn claim_loop(shared: Arc<Shared>) {
             }
             if !wait.is_zero() {
                 tokio::select! {
-                    () = shared.wake.notified() => {}
+                    () = shared.wake.notified() => {
+                        // Let the wakers run on, so one claim picks up more work.
+                        tokio::task::yield_now().await;
+                    }
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => {}
                 }
@@ -879,6 +896,16 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
     let mut finished: Vec<Finished> = Vec::with_capacity(512);
     let mut sources = Vec::with_capacity(512);
     while rx.recv_many(&mut buffer, 512).await > 0 {
+        if buffer.len() < 512 {
+            // Let more results arrive, so one store round trip carries more of them.
+            tokio::task::yield_now().await;
+            while buffer.len() < 512 {
+                match rx.try_recv() {
+                    Ok(done) => buffer.push(done),
+                    Err(_) => break,
+                }
+            }
+        }
         for done in buffer.drain(..) {
             finished.push(done.finished);
             sources.push((done.endpoint, done.created_at));
