@@ -5,6 +5,7 @@
 mod dispatcher;
 mod receiver;
 mod report;
+mod stores;
 
 use std::process::ExitCode;
 
@@ -16,11 +17,12 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let figures = match scenario.as_str() {
         "dispatcher" => runtime.block_on(dispatcher::run()),
+        "stores" => runtime.block_on(stores::run()),
         // Only the throughput figure, for profiling.
         "throughput" => runtime.block_on(dispatcher::throughput()),
         "memory" => runtime.block_on(dispatcher::memory_only()),
         _ => {
-            eprintln!("usage: webhook-bench <dispatcher>");
+            eprintln!("usage: webhook-bench <dispatcher|stores>");
             return ExitCode::FAILURE;
         }
     };

@@ -24,12 +24,16 @@ const EVENTS: u64 = 20_000;
 const PRODUCERS: u64 = 64;
 
 fn unique(name: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("{name}_{}_{nanos}", std::process::id())
 }
 
 fn env_url(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run through `cargo xtask bench stores`"))
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run through `cargo xtask bench stores`"))
 }
 
 pub(crate) async fn run() -> Vec<Figure> {
@@ -46,10 +50,7 @@ pub(crate) async fn run() -> Vec<Figure> {
         .await
         .expect("redis");
     let redis = end_to_end(&receiver, Arc::new(redis), "redis").await;
-    let options = webhook_store_postgres::PostgresOptions {
-        schema: unique("bench"),
-        ..webhook_store_postgres::PostgresOptions::default()
-    };
+    let options = webhook_store_postgres::PostgresOptions::default().with_schema(unique("bench"));
     let postgres = webhook_store_postgres::PostgresStore::connect_with(&postgres_url, options)
         .await
         .expect("postgres");
@@ -61,7 +62,13 @@ pub(crate) async fn run() -> Vec<Figure> {
         Figure::new("memory", memory, "deliv/s", "memory", memory),
         Figure::new("redb", redb, "deliv/s", "memory store", memory),
         Figure::new("redis", redis, "deliv/s", "memory store", memory),
-        Figure::new("postgres", postgres, "deliv/s", "seed 003 design on PostgreSQL", seed),
+        Figure::new(
+            "postgres",
+            postgres,
+            "deliv/s",
+            "seed 003 design on PostgreSQL",
+            seed,
+        ),
     ]
 }
 
@@ -78,7 +85,10 @@ async fn end_to_end(receiver: &Arc<Receiver>, store: Arc<dyn Store>, name: &str)
     };
     let dispatcher = Arc::new(Dispatcher::new_with_storage(config, store).await);
     dispatcher
-        .register_endpoint(Endpoint::new("bench", receiver.url("/stores")).with_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
+        .register_endpoint(
+            Endpoint::new("bench", receiver.url("/stores"))
+                .with_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        )
         .await
         .expect("register");
     let start = Instant::now();
@@ -89,7 +99,10 @@ async fn end_to_end(receiver: &Arc<Receiver>, store: Arc<dyn Store>, name: &str)
                 let mut i = p;
                 while i < EVENTS {
                     let event = Event::new(format!("s{i}"), Bytes::from(format!("{{\"n\":{i}}}")));
-                    dispatcher.dispatch(event, vec!["bench".into()]).await.expect("dispatch");
+                    dispatcher
+                        .dispatch(event, vec!["bench".into()])
+                        .await
+                        .expect("dispatch");
                     i += PRODUCERS;
                 }
             })
@@ -100,7 +113,10 @@ async fn end_to_end(receiver: &Arc<Receiver>, store: Arc<dyn Store>, name: &str)
     }
     let deadline = Instant::now() + Duration::from_secs(300);
     while dispatcher.metrics().delivered < EVENTS {
-        assert!(Instant::now() < deadline, "{name}: deliveries did not finish");
+        assert!(
+            Instant::now() < deadline,
+            "{name}: deliveries did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = EVENTS as f64 / start.elapsed().as_secs_f64();
@@ -114,7 +130,9 @@ async fn seed_003(receiver: &Arc<Receiver>, url: &str) -> f64 {
     const WORKERS: usize = 8;
     let schema = unique("seed003");
     let connect = || async {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
         tokio::spawn(connection);
         client
     };
@@ -205,6 +223,8 @@ async fn seed_003(receiver: &Arc<Receiver>, url: &str) -> f64 {
         let _ = t.await;
     }
     let rate = EVENTS as f64 / start.elapsed().as_secs_f64();
-    let _ = admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await;
+    let _ = admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await;
     rate
 }

@@ -158,7 +158,7 @@ fn deny() -> Result {
 }
 
 /// Benchmark scenarios, in the order `cargo xtask bench` runs them.
-const SCENARIOS: &[&str] = &["dispatcher"];
+const SCENARIOS: &[&str] = &["dispatcher", "stores"];
 
 fn bench(args: &[String]) -> Result {
     let chosen: Vec<&str> = match args.first() {
@@ -167,16 +167,21 @@ fn bench(args: &[String]) -> Result {
         None => SCENARIOS.to_vec(),
     };
     cargo(&["build", "--release", "--package", "webhook-bench"])?;
+    // The stores scenario needs PostgreSQL and Redis.
+    let services = Services::start()?;
     for scenario in chosen {
-        cargo(&[
-            "run",
-            "--quiet",
-            "--release",
-            "--package",
-            "webhook-bench",
-            "--",
-            scenario,
-        ])?;
+        cargo_with(
+            &[
+                "run",
+                "--quiet",
+                "--release",
+                "--package",
+                "webhook-bench",
+                "--",
+                scenario,
+            ],
+            &services.env(),
+        )?;
     }
     Ok(())
 }
