@@ -104,10 +104,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Dispatcher {
     /// A dispatcher on a fresh in-memory store (not durable across restarts).
     ///
-    /// Background tasks start on the first call that needs them, on the current tokio
-    /// runtime.
+    /// Background tasks run on the current tokio runtime: they start here when called
+    /// inside one, else on the first call that needs them.
     pub fn new(config: DispatcherConfig) -> Self {
-        Self::build(config, Arc::new(MemoryStore::new()))
+        let dispatcher = Self::build(config, Arc::new(MemoryStore::new()));
+        if tokio::runtime::Handle::try_current().is_ok() {
+            dispatcher.start();
+        }
+        dispatcher
     }
 
     /// A dispatcher on `store`, with the endpoints already in it loaded. Several
@@ -116,6 +120,9 @@ impl Dispatcher {
         let dispatcher = Self::build(config, store);
         // A store that is down now is retried by the refresh loop.
         let _ = dispatcher.shared.refresh_endpoints().await;
+        // Work left in the store by an earlier process is delivered without waiting
+        // for a new dispatch.
+        dispatcher.start();
         dispatcher
     }
 
@@ -820,17 +827,15 @@ async fn attempt(
         return None;
     }
     Stats::bump(&shared.stats.attempts, 1);
-    let send = telemetry::in_attempt_span(
-        state.endpoint.id.as_str(),
-        message_id,
-        shared.transport.send(request),
-    );
-    let outcome = tokio::select! {
-        outcome = send => outcome,
-        _ = abandon.changed() => return None,
-    };
-    telemetry::attempted(outcome.status, outcome.duration);
-    Some(outcome)
+    let send = telemetry::in_attempt_span(state.endpoint.id.as_str(), message_id, async {
+        let outcome = shared.transport.send(request).await;
+        telemetry::attempted(outcome.status, outcome.duration);
+        outcome
+    });
+    tokio::select! {
+        outcome = send => Some(outcome),
+        _ = abandon.changed() => None,
+    }
 }
 
 async fn send_one(shared: Arc<Shared>, state: Arc<EndpointState>, claimed: Claimed) {

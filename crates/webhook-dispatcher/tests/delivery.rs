@@ -761,3 +761,24 @@ async fn a_slow_endpoint_does_not_hold_up_the_others() {
         slow.count()
     );
 }
+
+#[tokio::test]
+async fn work_already_in_the_store_is_delivered_on_start() {
+    let receiver = Receiver::ok().await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // As an earlier process would have left it: an endpoint and a pending delivery.
+    store
+        .put_endpoint(&Endpoint::new("a", receiver.url()))
+        .await
+        .unwrap();
+    store
+        .enqueue(&Event::new("left", "{}"), &["a".into()], chrono::Utc::now())
+        .await
+        .unwrap();
+    let dispatcher = Dispatcher::new_with_storage(config(), store).await;
+    let record = final_state(&dispatcher, &key("left", "a")).await;
+    assert!(matches!(
+        record.delivery.state,
+        DeliveryState::Delivered { .. }
+    ));
+}

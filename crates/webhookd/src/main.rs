@@ -1,0 +1,68 @@
+//! The `webhookd` binary: see `webhookd --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use webhookd::{
+    App, Settings, StoreSpec,
+    cli::{Cli, Command},
+    logging, mock, shutdown_signal,
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::MockReceiver(args)) => {
+            logging::init(args.log_format);
+            let listener = match tokio::net::TcpListener::bind(args.listen).await {
+                Ok(l) => l,
+                Err(e) => return fail(&format!("cannot listen on {}: {e}", args.listen)),
+            };
+            match mock::run(mock::MockConfig::from(&args), listener, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("mock receiver failed: {e}")),
+            }
+        }
+        None => {
+            logging::init(cli.serve.log_format);
+            let settings = match Settings::from_args(&cli.serve) {
+                Ok(s) => s,
+                Err(e) => return fail(&format!("invalid configuration: {e}")),
+            };
+            let store_value = cli
+                .serve
+                .store
+                .as_deref()
+                .or(cli.serve.database_url.as_deref());
+            if let Some(value) = store_value.map(str::trim)
+                && !value.is_empty()
+                && !value.eq_ignore_ascii_case("redb")
+                && settings.store == StoreSpec::Redb
+            {
+                // The value itself is not logged: it may hold a password.
+                tracing::warn!(
+                    "the store setting (--store, WEBHOOKD_STORE or DATABASE_URL) is neither a \
+                     postgres:// nor a redis:// URL: using the embedded redb store in --data-dir"
+                );
+            }
+            let app = match Box::pin(App::build(settings)).await {
+                Ok(app) => app,
+                Err(e) => return fail(&format!("cannot start: {e}")),
+            };
+            let listener = match tokio::net::TcpListener::bind(cli.serve.listen).await {
+                Ok(l) => l,
+                Err(e) => return fail(&format!("cannot listen on {}: {e}", cli.serve.listen)),
+            };
+            match Box::pin(app.serve(listener, shutdown_signal())).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("server failed: {e}")),
+            }
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    tracing::error!("{message}");
+    ExitCode::FAILURE
+}

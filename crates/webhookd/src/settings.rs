@@ -1,0 +1,250 @@
+//! What [`App::build`](crate::App::build) needs, independent of how it was configured.
+
+use std::{path::PathBuf, time::Duration};
+
+use webhook_core::{CircuitBreakerConfig, RetryPolicy, SignatureScheme, TenantId};
+use webhook_dispatcher::DispatcherConfig;
+
+use crate::cli::ServeArgs;
+
+/// Longest backoff delay when `BACKOFF_BASE_SECONDS` sets the policy.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// Where the service keeps its state.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// The embedded redb file `webhookd.redb` in the data directory.
+    Redb,
+    /// PostgreSQL at this URL.
+    Postgres(String),
+    /// Redis at this URL.
+    Redis(String),
+}
+
+impl std::fmt::Debug for StoreSpec {
+    /// Never prints URLs: they may hold passwords.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
+impl StoreSpec {
+    /// Chooses the store from a `--store` / `DATABASE_URL` value: a `postgres://` or
+    /// `postgresql://` URL selects PostgreSQL, a `redis://` (or `redis+unix://`) URL
+    /// Redis, anything else
+    /// (or nothing) the embedded redb file.
+    pub fn from_value(value: Option<&str>) -> Self {
+        let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Self::Redb;
+        };
+        let lower = value.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Self::Postgres(value.to_owned())
+        } else if lower.starts_with("redis://") || lower.starts_with("redis+unix://") {
+            Self::Redis(value.to_owned())
+        } else {
+            Self::Redb
+        }
+    }
+
+    /// `redb`, `postgres` or `redis`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Redb => "redb",
+            Self::Postgres(_) => "postgres",
+            Self::Redis(_) => "redis",
+        }
+    }
+}
+
+/// Everything the service is configured with. `Debug` hides tokens and secrets.
+#[derive(Clone)]
+pub struct Settings {
+    /// Directory of the embedded redb file (created if missing).
+    pub data_dir: PathBuf,
+    /// Which store to use.
+    pub store: StoreSpec,
+    /// Where in a shared PostgreSQL or Redis the data lives: the PostgreSQL schema
+    /// (default that of `webhook-store-postgres`) or the Redis key prefix (default
+    /// `webhookd`). Ignored by redb.
+    pub store_namespace: Option<String>,
+    /// Admin bearer token; with no token at all configured, the API is open.
+    pub api_token: Option<String>,
+    /// Tenant-scoped bearer tokens.
+    pub tenant_tokens: Vec<(TenantId, String)>,
+    /// Allow private, loopback and link-local destinations (off: SSRF guard on).
+    pub allow_private_destinations: bool,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Secret of implicit endpoints (`target_url` and `TARGET_URL`).
+    pub webhook_secret: Option<String>,
+    /// Signature scheme of implicit endpoints.
+    pub signature_scheme: SignatureScheme,
+    /// Default target of `POST /events`.
+    pub target_url: Option<String>,
+    /// Engine settings. `destination_policy` and `max_payload_bytes` are overridden from
+    /// `allow_private_destinations` and `max_body_bytes`.
+    pub dispatcher: DispatcherConfig,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tenants: Vec<&str> = self.tenant_tokens.iter().map(|(t, _)| t.as_str()).collect();
+        f.debug_struct("Settings")
+            .field("data_dir", &self.data_dir)
+            .field("store", &self.store)
+            .field("store_namespace", &self.store_namespace)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("tenant_tokens", &tenants)
+            .field(
+                "allow_private_destinations",
+                &self.allow_private_destinations,
+            )
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("signature_scheme", &self.signature_scheme)
+            .field("target_url", &self.target_url)
+            .field("dispatcher", &self.dispatcher)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Defaults: redb in `data_dir`, no auth, SSRF guard on, 1 MiB bodies.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            store: StoreSpec::Redb,
+            store_namespace: None,
+            api_token: None,
+            tenant_tokens: Vec::new(),
+            allow_private_destinations: false,
+            max_body_bytes: 1024 * 1024,
+            webhook_secret: None,
+            signature_scheme: SignatureScheme::StandardWebhooks,
+            target_url: None,
+            dispatcher: DispatcherConfig::default(),
+        }
+    }
+
+    /// Settings from parsed flags and environment.
+    ///
+    /// # Errors
+    /// A message naming the flag when a combination is invalid.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, String> {
+        let store_value = args.store.as_deref().or(args.database_url.as_deref());
+        let mut settings = Self::new(&args.data_dir);
+        settings.store = StoreSpec::from_value(store_value);
+        settings.store_namespace = args.store_namespace.clone().filter(|n| !n.is_empty());
+        settings.api_token = args.api_token.clone().filter(|t| !t.is_empty());
+        settings.tenant_tokens = args
+            .tenant_tokens
+            .iter()
+            .map(|t| (t.tenant.clone(), t.token.clone()))
+            .collect();
+        settings.allow_private_destinations = args.allow_private_destinations;
+        if args.max_body_bytes == 0 {
+            return Err("--max-body-bytes must be at least 1".to_owned());
+        }
+        settings.max_body_bytes = args.max_body_bytes;
+        settings.webhook_secret = args.webhook_secret.clone().filter(|s| !s.is_empty());
+        settings.signature_scheme = args.signature_scheme.scheme();
+        settings.target_url = args.target_url.clone().filter(|s| !s.is_empty());
+        if let Some(url) = &settings.target_url {
+            webhook_core::validate_url(url).map_err(|e| format!("TARGET_URL: {e}"))?;
+        }
+        let cfg = &mut settings.dispatcher;
+        if let Some(poll) = args.poll_interval {
+            cfg.poll_interval = poll;
+        }
+        if let Some(timeout) = args.http_timeout {
+            cfg.request_timeout = timeout;
+        }
+        cfg.default_retry_policy = retry_policy(args.backoff_base, args.max_attempts);
+        cfg.default_circuit_breaker = CircuitBreakerConfig {
+            failure_threshold: args.circuit_breaker_threshold,
+            open_timeout: args.circuit_breaker_open_timeout,
+            ..CircuitBreakerConfig::default()
+        };
+        cfg.shutdown_timeout = args.shutdown_timeout;
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(settings)
+    }
+}
+
+/// The default retry policy from seed 003's `BACKOFF_BASE_SECONDS` and `MAX_ATTEMPTS`:
+/// delays base, base², base³… (a base under 1 s repeats), ±20 % jitter, at most 1 h.
+pub fn retry_policy(backoff_base: Option<Duration>, max_attempts: Option<u32>) -> RetryPolicy {
+    let policy = match backoff_base {
+        Some(base) => {
+            let mut policy = RetryPolicy::exponential(base, MAX_BACKOFF.max(base), 15);
+            if let RetryPolicy::Exponential(b) = &mut policy {
+                b.multiplier = base.as_secs_f64().max(1.0);
+            }
+            policy
+        }
+        None => RetryPolicy::default(),
+    };
+    match max_attempts {
+        Some(n) => policy.with_max_attempts(n),
+        None => policy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_is_chosen_by_url_scheme() {
+        assert_eq!(StoreSpec::from_value(None), StoreSpec::Redb);
+        assert_eq!(StoreSpec::from_value(Some("")), StoreSpec::Redb);
+        assert_eq!(StoreSpec::from_value(Some("redb")), StoreSpec::Redb);
+        assert_eq!(
+            StoreSpec::from_value(Some("postgresql://u:p@h/db")).kind(),
+            "postgres"
+        );
+        assert_eq!(
+            StoreSpec::from_value(Some("postgres://h/db")).kind(),
+            "postgres"
+        );
+        assert_eq!(
+            StoreSpec::from_value(Some("redis://h:6379")).kind(),
+            "redis"
+        );
+        assert!(
+            !format!("{:?}", StoreSpec::from_value(Some("postgres://u:pw@h/db"))).contains("pw")
+        );
+    }
+
+    #[test]
+    fn debug_hides_tokens_and_secrets() {
+        let mut s = Settings::new("data");
+        s.api_token = Some("tok-123".into());
+        s.webhook_secret = Some("sec-456".into());
+        s.tenant_tokens = vec![("acme".into(), "ten-789".into())];
+        s.store = StoreSpec::from_value(Some("postgres://u:pw-000@h/db"));
+        let shown = format!("{s:?}");
+        for secret in ["tok-123", "sec-456", "ten-789", "pw-000"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("acme"));
+    }
+
+    #[test]
+    fn backoff_base_gives_powers() {
+        let p = retry_policy(Some(Duration::from_secs(2)), Some(20));
+        assert_eq!(p.max_attempts(), 20);
+        // The jitter sample 0.5 means no jitter.
+        assert_eq!(p.delay(1, 0.5), Duration::from_secs(2));
+        assert_eq!(p.delay(2, 0.5), Duration::from_secs(4));
+        assert_eq!(p.delay(3, 0.5), Duration::from_secs(8));
+        p.validate().unwrap();
+        let fast = retry_policy(Some(Duration::from_millis(50)), None);
+        fast.validate().unwrap();
+        assert_eq!(fast.delay(5, 0.5), Duration::from_millis(50));
+    }
+}

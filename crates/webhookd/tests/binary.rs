@@ -1,0 +1,223 @@
+//! The real binary: configured through environment variables, logs JSON without
+//! secrets, exits 0 on SIGTERM; and the `mock-receiver` subcommand.
+
+mod common;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use common::{Call, healthy, receiver, wait_status};
+use hyper::Method;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_webhookd");
+
+/// Lines of a child's stream, read on a thread.
+fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads lines until one is a JSON object whose `message` is `message`; returns all
+/// lines read and that object.
+fn wait_line(rx: &mpsc::Receiver<String>, message: &str, seen: &mut Vec<String>) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no {message:?} line; got:\n{}", seen.join("\n")));
+        seen.push(line.clone());
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && v["message"] == message
+        {
+            return v;
+        }
+    }
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn clean_env(cmd: &mut Command) -> &mut Command {
+    for var in [
+        "DATABASE_URL",
+        "WEBHOOKD_STORE",
+        "WEBHOOKD_API_TOKEN",
+        "WEBHOOKD_TENANT_TOKENS",
+        "WEBHOOK_SECRET",
+        "TARGET_URL",
+        "WEBHOOKD_LISTEN",
+        "MOCK_RECEIVER_LISTEN",
+        "WEBHOOKD_ALLOW_PRIVATE_DESTINATIONS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("RUST_LOG", "info")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_takes_seed_003_environment_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "seed-003-shared-secret";
+    let token = "operator-token-abc";
+    let target = receiver(healthy(Some(secret))).await;
+    let mut child = clean_env(&mut Command::new(BIN))
+        .args(["--log-format", "json"])
+        .env("WEBHOOKD_LISTEN", "127.0.0.1:0")
+        .env("WEBHOOKD_DATA_DIR", dir.path().join("data"))
+        .env("WEBHOOKD_API_TOKEN", token)
+        .env("WEBHOOKD_TENANT_TOKENS", "acme=acme-tok,globex=globex-tok")
+        .env("WEBHOOKD_ALLOW_PRIVATE_DESTINATIONS", "true")
+        .env("WEBHOOK_SECRET", secret)
+        .env("TARGET_URL", target.url("/webhook"))
+        .env("WORKER_POLL_INTERVAL", "0.05")
+        .env("HTTP_TIMEOUT", "2")
+        .env("MAX_ATTEMPTS", "5")
+        .env("BACKOFF_BASE_SECONDS", "0.05")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let stdout = lines(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let listening = wait_line(&stderr, "listening", &mut seen);
+    let addr = listening["addr"].as_str().unwrap().to_owned();
+    let url = |path: &str| format!("http://{addr}{path}");
+
+    let health = Call::new(Method::GET, url("/healthz")).send().await;
+    assert_eq!(health.expect(200), json!({"status": "ok"}));
+    Call::new(Method::POST, url("/events"))
+        .json(&json!({"payload": {"hello": "world"}}))
+        .send()
+        .await
+        .expect_error(401, None);
+    let accepted = Call::new(Method::POST, url("/events"))
+        .token(token)
+        .json(&json!({"payload": {"hello": "world"}}))
+        .send()
+        .await
+        .expect(202);
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    // The same server, seen through the test helpers.
+    let server = common::Server::attach(&addr);
+    wait_status(&server, Some(token), &id, "delivered").await;
+    assert_eq!(target.stats().counts().succeeded, 1);
+    assert_eq!(target.stats().counts().bad_signature, 0);
+    // A tenant token works too and is scoped.
+    Call::new(Method::GET, url(&format!("/events/{id}")))
+        .token("acme-tok")
+        .send()
+        .await
+        .expect_error(404, None);
+
+    let status = terminate(&mut child);
+    assert!(status.success(), "exit status {status:?}");
+    while let Ok(line) = stderr.recv_timeout(Duration::from_secs(5)) {
+        seen.push(line);
+    }
+    while let Ok(line) = stdout.try_recv() {
+        seen.push(line);
+    }
+    let logs = seen.join("\n");
+    assert!(logs.contains("shutdown complete"), "{logs}");
+    for secret_text in [secret, token, "acme-tok", "globex-tok"] {
+        assert!(
+            !logs.contains(secret_text),
+            "{secret_text} leaked into\n{logs}"
+        );
+    }
+    for line in &seen {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_receiver_subcommand_verifies_and_logs_one_json_line_per_request() {
+    let secret = webhook_sdk::generate_secret();
+    let mut child = clean_env(&mut Command::new(BIN))
+        .args([
+            "mock-receiver",
+            "--listen",
+            "127.0.0.1:0",
+            "--failure-rate",
+            "0",
+            "--hang-rate",
+            "0",
+            "--max-delay",
+            "0",
+            "--log-format",
+            "json",
+        ])
+        .env("WEBHOOK_SECRET", &secret)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let stdout = lines(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let listening = wait_line(&stderr, "mock receiver listening", &mut seen);
+    let url = format!("http://{}/webhook", listening["addr"].as_str().unwrap());
+
+    let body = br#"{"n":1}"#;
+    let unsigned = Call::new(Method::POST, url.clone())
+        .raw("application/json", &body[..])
+        .send()
+        .await;
+    assert_eq!(unsigned.status.as_u16(), 401);
+    let key = webhook_sdk::SigningKey::new(secret.as_bytes());
+    let mut signed = Call::new(Method::POST, url).raw("application/json", &body[..]);
+    for (name, value) in webhook_sdk::SignatureScheme::StandardWebhooks.sign(
+        &key,
+        "msg_42",
+        chrono::Utc::now().timestamp(),
+        body,
+    ) {
+        signed = signed.header(&name, &value);
+    }
+    assert_eq!(signed.send().await.status.as_u16(), 200);
+
+    let first: Value =
+        serde_json::from_str(&stdout.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap();
+    let second: Value =
+        serde_json::from_str(&stdout.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap();
+    assert_eq!(first["outcome"], "bad_signature");
+    assert_eq!(first["status"], 401);
+    assert_eq!(second["outcome"], "ok");
+    assert_eq!(second["webhook_id"], "msg_42");
+    assert_eq!(second["signature"], "valid");
+    assert!(second["time"].is_string());
+
+    let status = terminate(&mut child);
+    assert!(status.success(), "exit status {status:?}");
+}
