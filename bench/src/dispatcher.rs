@@ -29,12 +29,24 @@ pub(crate) async fn run() -> Vec<Figure> {
     let receiver = Receiver::start();
     let mut figures = Vec::new();
 
-    // Warm up both paths (connections, allocator).
+    // Memory first, while the heap is fresh: resident-size growth is only meaningful
+    // before anything has been freed (freed memory stays resident and is reused).
+    let parked = payload_copies(&mut figures).await;
+    memory(&mut figures).await;
+    for dispatcher in parked {
+        dispatcher.shutdown().await;
+    }
+
+    // Warm up both paths (connections, allocator), then take the best of two runs of
+    // each: the machine is shared, and the best run is the least disturbed one.
     bare_client(&receiver, 10_000).await;
     engine_throughput(&receiver, 10_000).await;
-
-    let bare = bare_client(&receiver, REQUESTS).await;
-    let engine = engine_throughput(&receiver, REQUESTS).await;
+    let mut bare: f64 = 0.0;
+    let mut engine: f64 = 0.0;
+    for _ in 0..2 {
+        bare = bare.max(bare_client(&receiver, REQUESTS).await);
+        engine = engine.max(engine_throughput(&receiver, REQUESTS).await);
+    }
     figures.push(Figure::new(
         "throughput",
         engine,
@@ -43,7 +55,6 @@ pub(crate) async fn run() -> Vec<Figure> {
         bare,
     ));
 
-    memory(&mut figures).await;
     fanout(&receiver, bare, &mut figures).await;
     fairness(&receiver, &mut figures).await;
     latency(&receiver, engine, &mut figures).await;
@@ -188,12 +199,14 @@ async fn memory(figures: &mut Vec<Figure>) {
     dispatcher.shutdown().await;
 }
 
-/// One event to 100 endpoints: delivery rate, and how many payload copies are held.
-async fn fanout(receiver: &Arc<Receiver>, bare: f64, figures: &mut Vec<Figure>) {
+/// How many copies of a payload one event to 100 endpoints keeps: 200 events are
+/// queued to 100 parked endpoints, once with 64 KiB payloads and once with 2-byte
+/// ones; the difference is what the payloads cost. Returns the dispatchers, to be
+/// dropped after the other memory measurement.
+async fn payload_copies(figures: &mut Vec<Figure>) -> Vec<Arc<Dispatcher>> {
     let endpoints: Vec<EndpointId> = (0..100)
         .map(|i| EndpointId::from(format!("fan{i}")))
         .collect();
-
     // Copies: queue 200 events x 100 parked endpoints, once with 64 KiB payloads and
     // once with 2-byte ones; the difference is what the payloads cost.
     // Both stay alive until measured, so freed memory is not reused in between.
@@ -218,9 +231,6 @@ async fn fanout(receiver: &Arc<Receiver>, bare: f64, figures: &mut Vec<Figure>) 
         growth[run] = rss_bytes().saturating_sub(before) as f64;
         keep.push(parked);
     }
-    for parked in keep {
-        parked.shutdown().await;
-    }
     let copies = (growth[1] - growth[0]).max(0.0) / (200.0 * 65_536.0);
     figures.push(Figure::new(
         "fanout_payload_copies",
@@ -229,6 +239,14 @@ async fn fanout(receiver: &Arc<Receiver>, bare: f64, figures: &mut Vec<Figure>) 
         "one copy per delivery",
         100.0,
     ));
+    keep
+}
+
+/// One event to 100 endpoints: delivery rate.
+async fn fanout(receiver: &Arc<Receiver>, bare: f64, figures: &mut Vec<Figure>) {
+    let endpoints: Vec<EndpointId> = (0..100)
+        .map(|i| EndpointId::from(format!("fan{i}")))
+        .collect();
 
     // Rate: 1000 events x 100 endpoints.
     let dispatcher = Arc::new(Dispatcher::new(DispatcherConfig {
@@ -308,8 +326,12 @@ async fn fairness(receiver: &Arc<Receiver>, figures: &mut Vec<Figure>) {
         dispatcher.shutdown().await;
         rate
     }
-    let alone = healthy_rate(receiver, false).await;
-    let beside_slow = healthy_rate(receiver, true).await;
+    let mut alone: f64 = 0.0;
+    let mut beside_slow: f64 = 0.0;
+    for _ in 0..2 {
+        alone = alone.max(healthy_rate(receiver, false).await);
+        beside_slow = beside_slow.max(healthy_rate(receiver, true).await);
+    }
     figures.push(Figure::new(
         "fairness",
         beside_slow,

@@ -2,6 +2,7 @@
 //! `target/bench/<scenario>.json` as `{"figures": [{"name", "value", "unit",
 //! "baseline", "baseline_value", "ratio"}]}`. Run through `cargo xtask bench`.
 
+mod api;
 mod dispatcher;
 mod receiver;
 mod report;
@@ -18,11 +19,12 @@ fn main() -> ExitCode {
     let figures = match scenario.as_str() {
         "dispatcher" => runtime.block_on(dispatcher::run()),
         "stores" => runtime.block_on(stores::run()),
+        "api" => runtime.block_on(api::run()),
         // Only the throughput figure, for profiling.
         "throughput" => runtime.block_on(dispatcher::throughput()),
         "memory" => runtime.block_on(dispatcher::memory_only()),
         _ => {
-            eprintln!("usage: webhook-bench <dispatcher|stores>");
+            eprintln!("usage: webhook-bench <dispatcher|stores|api>");
             return ExitCode::FAILURE;
         }
     };

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask <command>\n\n  ci      fmt, clippy -D warnings, all tests (with throwaway PostgreSQL and Redis), cargo deny, purity check\n  integration  the store and end-to-end tests against PostgreSQL and Redis\n  purity  check that webhook-core and webhook-sdk pull in no runtime, HTTP stack or database client\n  bench [SCENARIO]  run benchmarks (dispatcher); figures go to target/bench/<scenario>.json".to_owned()
+    "usage: cargo xtask <command>\n\n  ci      fmt, clippy -D warnings, all tests (with throwaway PostgreSQL and Redis), cargo deny, purity check\n  integration  the store and end-to-end tests against PostgreSQL and Redis\n  purity  check that webhook-core and webhook-sdk pull in no runtime, HTTP stack or database client\n  bench [SCENARIO]  run benchmarks (dispatcher, stores, api); figures go to target/bench/<scenario>.json".to_owned()
 }
 
 fn ci() -> Result {
@@ -158,7 +158,7 @@ fn deny() -> Result {
 }
 
 /// Benchmark scenarios, in the order `cargo xtask bench` runs them.
-const SCENARIOS: &[&str] = &["dispatcher", "stores"];
+const SCENARIOS: &[&str] = &["dispatcher", "stores", "api"];
 
 fn bench(args: &[String]) -> Result {
     let chosen: Vec<&str> = match args.first() {

@@ -35,7 +35,7 @@ use crate::{
 
 /// How often endpoints are reloaded from the store, to see changes made by other
 /// processes sharing it.
-const ENDPOINT_REFRESH: Duration = Duration::from_secs(5);
+const ENDPOINT_REFRESH: Duration = Duration::from_secs(1);
 
 /// What [`Dispatcher::dispatch`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +68,8 @@ struct Shared {
     config: DispatcherConfig,
     transport: Transport,
     endpoints: RwLock<HashMap<EndpointId, Arc<EndpointState>>>,
+    /// Counts local changes to `endpoints`, so a reload does not undo a newer one.
+    endpoint_changes: AtomicU64,
     tenant_limits: Mutex<HashMap<TenantId, TokenBucket>>,
     /// Wakes claim loops: new work, or capacity freed.
     wake: Notify,
@@ -135,6 +137,7 @@ impl Dispatcher {
                 transport,
                 config,
                 endpoints: RwLock::new(HashMap::new()),
+                endpoint_changes: AtomicU64::new(0),
                 tenant_limits: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
                 room: Notify::new(),
@@ -190,7 +193,7 @@ impl Dispatcher {
     /// Removes an endpoint and its deliveries. Returns whether it existed.
     pub async fn remove_endpoint(&self, id: &EndpointId) -> Result<bool> {
         let existed = self.shared.store.delete_endpoint(id).await?;
-        self.shared.write_endpoints().remove(id);
+        self.shared.uninstall(id);
         Ok(existed)
     }
 
@@ -232,24 +235,9 @@ impl Dispatcher {
         self.enqueue(event, &endpoint_ids).await
     }
 
-    /// Stores `event` and delivers it to every enabled endpoint of its tenant whose
-    /// event-type globs match its type (endpoints without globs take every type).
+    /// Stores `event` and delivers it to its [`subscribers`](Self::subscribers).
     pub async fn publish(&self, event: Event) -> Result<DispatchReceipt> {
-        let event_type = event.event_type.as_deref().unwrap_or("");
-        let targets: Vec<EndpointId> = {
-            let endpoints = self.shared.read_endpoints();
-            let mut ids: Vec<EndpointId> = endpoints
-                .values()
-                .filter(|s| {
-                    s.endpoint.enabled
-                        && s.endpoint.tenant_id == event.tenant_id
-                        && s.filter.matches(event_type)
-                })
-                .map(|s| s.endpoint.id.clone())
-                .collect();
-            ids.sort();
-            ids
-        };
+        let targets = self.subscribers(&event);
         if targets.is_empty() {
             let event_id = self.shared.prepare(event)?.id;
             return Ok(DispatchReceipt {
@@ -259,6 +247,32 @@ impl Dispatcher {
             });
         }
         self.enqueue(event, &targets).await
+    }
+
+    /// Reloads the endpoint cache from the store now, to see changes other processes
+    /// made (it is reloaded every second anyway).
+    pub async fn refresh_endpoints(&self) -> Result<()> {
+        self.shared.refresh_endpoints().await
+    }
+
+    /// The enabled endpoints of `event`'s tenant whose event-type globs match its type
+    /// (endpoints without globs take every type), ordered by id. Read from this
+    /// dispatcher's endpoint cache, which sees other processes' changes within a
+    /// second (or at once after [`refresh_endpoints`](Self::refresh_endpoints)).
+    pub fn subscribers(&self, event: &Event) -> Vec<EndpointId> {
+        let event_type = event.event_type.as_deref().unwrap_or("");
+        let endpoints = self.shared.read_endpoints();
+        let mut ids: Vec<EndpointId> = endpoints
+            .values()
+            .filter(|s| {
+                s.endpoint.enabled
+                    && s.endpoint.tenant_id == event.tenant_id
+                    && s.filter.matches(event_type)
+            })
+            .map(|s| s.endpoint.id.clone())
+            .collect();
+        ids.sort();
+        ids
     }
 
     async fn enqueue(&self, event: Event, endpoint_ids: &[EndpointId]) -> Result<DispatchReceipt> {
@@ -417,13 +431,21 @@ impl Shared {
 
     fn install(&self, state: EndpointState) -> Arc<EndpointState> {
         let state = Arc::new(state);
-        self.write_endpoints()
-            .insert(state.endpoint.id.clone(), state.clone());
+        let mut endpoints = self.write_endpoints();
+        endpoints.insert(state.endpoint.id.clone(), state.clone());
+        self.endpoint_changes.fetch_add(1, SeqCst);
         state
+    }
+
+    fn uninstall(&self, id: &EndpointId) {
+        let mut endpoints = self.write_endpoints();
+        endpoints.remove(id);
+        self.endpoint_changes.fetch_add(1, SeqCst);
     }
 
     /// Reloads endpoints from the store, keeping the run-time state of unchanged ones.
     async fn refresh_endpoints(&self) -> Result<()> {
+        let changes = self.endpoint_changes.load(SeqCst);
         let stored = self.store.list_endpoints(None).await?;
         let now = Instant::now();
         let mut fresh = HashMap::with_capacity(stored.len());
@@ -440,7 +462,12 @@ impl Shared {
                 fresh.insert(state.endpoint.id.clone(), state);
             }
         }
-        *self.write_endpoints() = fresh;
+        let mut endpoints = self.write_endpoints();
+        // A change made here while the list was read is newer than the list: keep the
+        // cache, the next refresh picks everything up.
+        if self.endpoint_changes.load(SeqCst) == changes {
+            *endpoints = fresh;
+        }
         Ok(())
     }
 

@@ -11,8 +11,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use webhook_core::{
-    DeliveryState, Endpoint, EndpointId, Event, EventId, EventRecord, EventTypeFilter, Secret,
-    TenantId,
+    DeliveryState, Endpoint, EndpointId, Event, EventId, EventRecord, Secret, TenantId,
 };
 use webhook_dispatcher::DispatchReceipt;
 
@@ -31,8 +30,8 @@ pub(crate) const IMPLICIT_PREFIX: &str = "url_";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventIn {
-    /// Sent as the request body (its JSON serialization).
-    payload: Value,
+    /// Sent as the request body, exactly as it appears in the request.
+    payload: Box<serde_json::value::RawValue>,
     #[serde(default)]
     target_url: Option<String>,
     #[serde(default)]
@@ -67,11 +66,7 @@ pub(crate) async fn ingest(
             "must be 1 to 256 bytes without control characters",
         ));
     }
-    let payload = serde_json::to_vec(&body.payload)
-        .map_err(|e| ApiError::invalid("payload", e.to_string()))?;
-    if payload.len() > state.max_body_bytes {
-        return Err(ApiError::too_large(state.max_body_bytes));
-    }
+    let payload = bytes::Bytes::copy_from_slice(body.payload.get().as_bytes());
     let mut event = Event::new(id, payload);
     event.tenant_id = tenant;
     event.event_type = body.event_type;
@@ -82,7 +77,12 @@ pub(crate) async fn ingest(
             state.dispatch_implicit(event, &url).await?
         }
         None => {
-            let targets = state.subscribers(&event).await?;
+            let mut targets = state.subscribers(&event);
+            if targets.is_empty() {
+                // Perhaps another node created a matching endpoint a moment ago.
+                state.dispatcher.refresh_endpoints().await?;
+                targets = state.subscribers(&event);
+            }
             if !targets.is_empty() {
                 state.dispatcher.dispatch(event, targets).await?
             } else if let Some(url) = state.target_url.clone() {
@@ -213,23 +213,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl AppState {
     /// Enabled, explicitly registered endpoints of the event's tenant whose globs match
     /// its type. Implicit endpoints only receive events addressed to their URL.
-    async fn subscribers(&self, event: &Event) -> ApiResult<Vec<EndpointId>> {
-        let event_type = event.event_type.as_deref().unwrap_or("");
-        let endpoints = self
-            .dispatcher
-            .store()
-            .list_endpoints(event.tenant_id.as_ref())
-            .await?;
-        Ok(endpoints
-            .into_iter()
-            .filter(|e| {
-                e.enabled
-                    && e.tenant_id == event.tenant_id
-                    && !e.id.as_str().starts_with(IMPLICIT_PREFIX)
-                    && EventTypeFilter::new(&e.event_types).is_ok_and(|f| f.matches(event_type))
-            })
-            .map(|e| e.id)
-            .collect())
+    fn subscribers(&self, event: &Event) -> Vec<EndpointId> {
+        let mut ids = self.dispatcher.subscribers(event);
+        ids.retain(|id| !id.as_str().starts_with(IMPLICIT_PREFIX));
+        ids
     }
 
     /// Dispatches `event` to the implicit endpoint of `url`, registering it first.

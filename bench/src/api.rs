@@ -1,0 +1,154 @@
+//! `cargo xtask bench api`: `POST /events` accepted per second and p99 latency on the
+//! embedded store, against dispatching the same events through the library directly
+//! on the same kind of store in the same run.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::Full;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use webhook_dispatcher::{Dispatcher, DispatcherConfig, Endpoint, Event};
+
+use crate::{receiver::Receiver, report::Figure};
+
+const EVENTS: u64 = 20_000;
+const CLIENTS: usize = 64;
+
+pub(crate) async fn run() -> Vec<Figure> {
+    let receiver = Receiver::start();
+    let root = std::env::temp_dir().join(format!("webhook-bench-api-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+
+    let (direct_rate, direct_p99) = direct(&receiver, &root.join("direct")).await;
+    let (api_rate, api_p99) = api(&receiver, &root.join("api")).await;
+    let _ = std::fs::remove_dir_all(&root);
+    vec![
+        Figure::new(
+            "ingest",
+            api_rate,
+            "events/s",
+            "library dispatch, same store",
+            direct_rate,
+        ),
+        Figure::new(
+            "ingest_p99",
+            api_p99,
+            "ms",
+            "library dispatch p99",
+            direct_p99,
+        ),
+    ]
+}
+
+/// Runs `CLIENTS` concurrent loops of `call` until `EVENTS` calls are done; returns the
+/// rate and the p99 of one call in milliseconds.
+async fn load<F, Fut>(call: F) -> (f64, f64)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let call = Arc::new(call);
+    let next = Arc::new(AtomicU64::new(0));
+    let histogram = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+    ));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (call, next, histogram) = (call.clone(), next.clone(), histogram.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Relaxed);
+                    if i >= EVENTS {
+                        return;
+                    }
+                    let begun = Instant::now();
+                    call(i).await;
+                    let micros = u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    histogram
+                        .lock()
+                        .expect("histogram")
+                        .saturating_record(micros.max(1));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let rate = EVENTS as f64 / start.elapsed().as_secs_f64();
+    let p99 = histogram.lock().expect("histogram").value_at_quantile(0.99) as f64 / 1000.0;
+    (rate, p99)
+}
+
+async fn direct(receiver: &Arc<Receiver>, dir: &std::path::Path) -> (f64, f64) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let store = webhook_store_redb::RedbStore::open(dir.join("bench.redb")).expect("redb");
+    let dispatcher =
+        Arc::new(Dispatcher::new_with_storage(DispatcherConfig::default(), Arc::new(store)).await);
+    dispatcher
+        .register_endpoint(Endpoint::new("bench", receiver.url("/direct")))
+        .await
+        .expect("register");
+    let d = dispatcher.clone();
+    let result = load(move |i| {
+        let d = d.clone();
+        async move {
+            let event = Event::new(format!("d{i}"), Bytes::from(format!("{{\"n\":{i}}}")))
+                .with_event_type("bench");
+            d.dispatch(event, vec!["bench".into()])
+                .await
+                .expect("dispatch");
+        }
+    })
+    .await;
+    dispatcher.shutdown().await;
+    result
+}
+
+async fn api(receiver: &Arc<Receiver>, dir: &std::path::Path) -> (f64, f64) {
+    let mut settings = webhookd::Settings::new(dir);
+    settings.allow_private_destinations = true;
+    let app = webhookd::App::build(settings).await.expect("webhookd");
+    app.dispatcher()
+        .register_endpoint(Endpoint::new("bench", receiver.url("/api")).with_event_types(["bench"]))
+        .await
+        .expect("register");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/events", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(CLIENTS)
+        .build_http();
+    let uri: http::Uri = url.parse().expect("uri");
+    let result = load(move |i| {
+        let (client, uri) = (client.clone(), uri.clone());
+        async move {
+            let body =
+                format!("{{\"id\":\"a{i}\",\"event_type\":\"bench\",\"payload\":{{\"n\":{i}}}}}");
+            let request = http::Request::post(uri)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .expect("request");
+            let response = client.request(request).await.expect("POST /events");
+            assert_eq!(response.status(), 202, "POST /events was not accepted");
+            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
+    result
+}
