@@ -57,13 +57,15 @@ fn ci() -> Result {
     deny()
 }
 
-/// The store conformance suites and the end-to-end tests that need PostgreSQL and Redis.
+/// The store conformance suites, the cross-process crash and two-node tests, and the
+/// end-to-end tests, against PostgreSQL and Redis.
 fn integration() -> Result {
     let services = Services::start()?;
-    let packages: Vec<String> = workspace_packages()?
+    let mut packages: Vec<String> = workspace_packages()?
         .into_iter()
         .filter(|p| p.starts_with("webhook-store-") || p == "webhook-dispatcher" || p == "webhookd")
         .collect();
+    packages.push("webhook-integration".to_owned());
     let mut args = vec!["test", "--all-features", "--no-fail-fast"];
     for p in &packages {
         args.extend(["--package", p.as_str()]);
