@@ -51,15 +51,24 @@ fn is_json(value: Option<&axum::http::HeaderValue>) -> bool {
 
 /// Parses JSON, mapping errors to 400 (syntax) or 422 (a named field).
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    // Syntax first (without building anything), so that malformed JSON is a 400 even
-    // when a field error comes earlier in the text.
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        // Malformed JSON is a 400 whatever it looks like.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+    let parsed = serde_path_to_error::deserialize::<_, T>(&mut de);
+    if parsed.is_ok() {
+        de.end()
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    }
+    parsed.map_err(|e| {
+        // A field error may come before a syntax error later in the text: check the
+        // syntax (only on this error path) so that malformed JSON is always a 400.
+        if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return ApiError::bad_request(format!("malformed JSON: {syntax}"));
+        }
         let path = e.path().to_string();
         let inner = e.into_inner();
         match field_of(&path, &inner.to_string()) {
@@ -174,6 +183,9 @@ mod tests {
         assert_eq!(field(r#"{"name":"a""#).0, StatusCode::BAD_REQUEST);
         assert_eq!(field(r#"[1]"#).0, StatusCode::BAD_REQUEST);
         assert_eq!(field(r#"{"name":"a"} x"#).0, StatusCode::BAD_REQUEST);
+        // A field error before a syntax error is still malformed JSON.
+        assert_eq!(field(r#"{"nmae":1, oops}"#).0, StatusCode::BAD_REQUEST);
+        assert_eq!(field(r#"{"name":1,"#).0, StatusCode::BAD_REQUEST);
     }
 
     #[test]
