@@ -76,6 +76,14 @@ pub(crate) async fn throughput() -> Vec<Figure> {
     )]
 }
 
+/// Only the latency figures, at 25k deliveries/s (for profiling).
+pub(crate) async fn latency_only() -> Vec<Figure> {
+    let receiver = Receiver::start();
+    let mut figures = Vec::new();
+    latency(&receiver, 50_000.0, &mut figures).await;
+    figures
+}
+
 /// Only the memory figure (for profiling).
 pub(crate) async fn memory_only() -> Vec<Figure> {
     let mut figures = Vec::new();

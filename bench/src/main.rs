@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         // Only the throughput figure, for profiling.
         "throughput" => runtime.block_on(dispatcher::throughput()),
         "memory" => runtime.block_on(dispatcher::memory_only()),
+        "latency" => runtime.block_on(dispatcher::latency_only()),
         _ => {
             eprintln!("usage: webhook-bench <dispatcher|stores|api>");
             return ExitCode::FAILURE;

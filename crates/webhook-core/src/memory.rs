@@ -151,9 +151,38 @@ struct Stored {
 
 #[derive(Debug, Default)]
 struct Queue {
+    /// Claimable deliveries not yet seen due, by the time they become claimable.
     schedule: BTreeSet<(DateTime<Utc>, Slot)>,
+    /// Claimable deliveries seen due, in claim order: priority (highest first), due
+    /// time, creation order. A claim moves what has come due from `schedule` here, so
+    /// each delivery is moved once per state.
+    ready: BTreeSet<ReadyKey>,
     /// Unfinished deliveries in creation order (for strict ordering).
     unfinished: BTreeMap<u64, Slot>,
+}
+
+type ReadyKey = (std::cmp::Reverse<i16>, DateTime<Utc>, u64, Slot);
+
+impl Queue {
+    /// Forgets a claimable delivery, wherever it is indexed.
+    fn unschedule(&mut self, at: DateTime<Utc>, stored: &Stored, slot: Slot) {
+        if !self.schedule.remove(&(at, slot)) {
+            self.ready.remove(&ready_key(stored, at, slot));
+        }
+    }
+
+    fn has_due(&self, now: DateTime<Utc>) -> bool {
+        !self.ready.is_empty() || self.schedule.first().is_some_and(|(at, _)| *at <= now)
+    }
+}
+
+fn ready_key(stored: &Stored, at: DateTime<Utc>, slot: Slot) -> ReadyKey {
+    (
+        std::cmp::Reverse(stored.delivery.priority),
+        at,
+        stored.seq,
+        slot,
+    )
 }
 
 impl MemoryStore {
@@ -199,7 +228,7 @@ impl Inner {
             .entry(stored.delivery.key.endpoint_id.clone())
             .or_default();
         if let Some(at) = old.claimable_at() {
-            queue.schedule.remove(&(at, slot));
+            queue.unschedule(at, stored, slot);
         }
         if let DeliveryState::Dead { at } = old {
             self.dead.remove(&(at, slot));
@@ -225,9 +254,18 @@ impl Inner {
         request: &ClaimRequest,
         max: usize,
     ) -> Vec<Slot> {
-        let Some(queue) = self.queues.get(endpoint) else {
+        let Some(queue) = self.queues.get_mut(endpoint) else {
             return Vec::new();
         };
+        while let Some(&(at, slot)) = queue.schedule.first() {
+            if at > request.now {
+                break;
+            }
+            queue.schedule.pop_first();
+            if let Some(stored) = self.deliveries.get(slot) {
+                queue.ready.insert(ready_key(stored, at, slot));
+            }
+        }
         let due: Vec<Slot> = if strict {
             queue
                 .unfinished
@@ -242,11 +280,10 @@ impl Inner {
                 .collect()
         } else {
             queue
-                .schedule
+                .ready
                 .iter()
-                .take_while(|(at, _)| *at <= request.now)
                 .take(max)
-                .map(|&(_, slot)| slot)
+                .map(|&(_, _, _, slot)| slot)
                 .collect()
         };
         let mut claimed = Vec::with_capacity(due.len());
@@ -270,7 +307,7 @@ impl Inner {
         let key = &stored.delivery.key;
         if let Some(queue) = self.queues.get_mut(&key.endpoint_id) {
             if let Some(at) = stored.delivery.state.claimable_at() {
-                queue.schedule.remove(&(at, slot));
+                queue.unschedule(at, &stored, slot);
             }
             queue.unfinished.remove(&stored.seq);
         }
@@ -464,7 +501,7 @@ impl Store for MemoryStore {
         let mut order: Vec<(EndpointId, bool, usize)> = inner
             .queues
             .iter()
-            .filter(|(_, q)| q.schedule.first().is_some_and(|(at, _)| *at <= request.now))
+            .filter(|(_, q)| q.has_due(request.now))
             .filter_map(|(id, _)| {
                 let endpoint = inner.endpoints.get(id)?;
                 let max = request

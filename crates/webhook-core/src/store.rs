@@ -117,7 +117,9 @@ pub struct DeadLetterQuery {
 /// - [`enqueue`](Store::enqueue) is idempotent per [`IdempotencyKey`], stores the
 ///   payload once per event, and returns only once the event is durable.
 /// - [`claim`](Store::claim) hands each due delivery to one claimer at a time,
-///   round-robin over endpoints; a lease that expires makes the delivery claimable again.
+///   round-robin over endpoints; within an endpoint, due deliveries go by priority
+///   (highest first), then by due time, then in creation order, and are returned in
+///   that order. A lease that expires makes the delivery claimable again.
 /// - For an endpoint with [`Ordering::Strict`](crate::Ordering::Strict), only its oldest
 ///   unfinished delivery is ever claimable.
 /// - [`complete`](Store::complete) applies a result only under the current lease.

@@ -53,6 +53,7 @@ where
         claims_are_fair_across_endpoints,
         excluded_and_disabled_endpoints_are_skipped,
         strict_ordering_holds_back_later_deliveries,
+        higher_priority_goes_first_within_an_endpoint,
         deleting_an_endpoint_drops_its_deliveries,
         prune_removes_old_delivered_work_only,
         concurrent_claims_never_overlap,
@@ -750,6 +751,47 @@ async fn strict_ordering_holds_back_later_deliveries(store: &impl Store) {
         "e2",
         "a dead head lets the next go"
     );
+}
+
+async fn higher_priority_goes_first_within_an_endpoint(store: &impl Store) {
+    setup(store, &["a"]).await;
+    let events = [
+        ("low1", 0, 0),
+        ("low2", 0, 1),
+        ("high", 5, 2),
+        ("mid", 1, 3),
+    ];
+    for (id, priority, at) in events {
+        store
+            .enqueue(&event(id).with_priority(priority), &ids(&["a"]), t(at))
+            .await
+            .unwrap();
+    }
+    // Not yet due: a higher priority does not make it claimable early.
+    store
+        .enqueue(&event("later").with_priority(9), &ids(&["a"]), t(50))
+        .await
+        .unwrap();
+    let mut request = ClaimRequest::new(t(10), LEASE, 10);
+    request.per_endpoint_limit = 2;
+    let first: Vec<_> = store
+        .claim(&request)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.delivery.key.event_id.to_string())
+        .collect();
+    assert_eq!(
+        first,
+        ["high", "mid"],
+        "due work is claimed by priority, highest first"
+    );
+    let rest: Vec<_> = claim(store, t(10), 10)
+        .await
+        .into_iter()
+        .map(|c| c.delivery.key.event_id.to_string())
+        .collect();
+    assert_eq!(rest, ["low1", "low2"], "equal priorities in due order");
 }
 
 async fn deleting_an_endpoint_drops_its_deliveries(store: &impl Store) {

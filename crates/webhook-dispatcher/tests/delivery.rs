@@ -782,3 +782,33 @@ async fn work_already_in_the_store_is_delivered_on_start() {
         DeliveryState::Delivered { .. }
     ));
 }
+
+#[tokio::test]
+async fn higher_priority_events_overtake_a_backlog() {
+    let receiver = Receiver::start(|_, _| Reply::ok().after(Duration::from_millis(100))).await;
+    let dispatcher = Dispatcher::new(config());
+    let endpoint = Endpoint::new("one-at-a-time", receiver.url()).with_max_in_flight(1);
+    dispatcher.register_endpoint(endpoint).await.unwrap();
+    dispatcher
+        .dispatch(Event::new("l0", "{}"), vec!["one-at-a-time".into()])
+        .await
+        .unwrap();
+    receiver.wait_for(1, WAIT).await;
+    for id in ["l1", "l2"] {
+        dispatcher
+            .dispatch(Event::new(id, "{}"), vec!["one-at-a-time".into()])
+            .await
+            .unwrap();
+    }
+    let urgent = Event::new("urgent", "{}").with_priority(5);
+    dispatcher
+        .dispatch(urgent, vec!["one-at-a-time".into()])
+        .await
+        .unwrap();
+    let got = receiver.wait_for(4, WAIT).await;
+    let ids: Vec<_> = got
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["l0", "urgent", "l1", "l2"]);
+}

@@ -1,19 +1,24 @@
 #![doc = include_str!("../README.md")]
 
 mod decode;
+mod enqueue;
 mod error;
 mod migrate;
 mod sql;
 
 use std::{
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::{NoTls, config::SslMode, error::SqlState, types::ToSql};
+use tokio_postgres::{
+    NoTls,
+    config::SslMode,
+    types::{ToSql, Type},
+};
 use webhook_core::{
     ClaimRequest, Claimed, Completed, Completion, DeadLetterQuery, Delivery, DeliveryRecord,
     Endpoint, EndpointId, Enqueued, Error, Event, EventId, EventRecord, Finished, IdempotencyKey,
@@ -24,7 +29,8 @@ pub use deadpool_postgres;
 pub use migrate::{MIGRATIONS, Migration, SCHEMA_VERSION};
 
 use crate::{
-    decode::{bigint, check_text, count, get, storable_tenant, storable_text, tenant_column},
+    decode::{bigint, check_text, get, storable_tenant, storable_text, tenant_column},
+    enqueue::{Batcher, Ctx},
     error::Redactor,
     sql::Sql,
 };
@@ -84,8 +90,11 @@ impl PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     schema: String,
-    sql: Sql,
+    sql: Arc<Sql>,
     redactor: Redactor,
+    /// Gathers concurrent enqueues into batches (group commit); `None` outside a Tokio
+    /// runtime.
+    batcher: Option<Batcher>,
     /// The endpoint this store served last: the next claim starts after it.
     cursor: Mutex<String>,
 }
@@ -180,8 +189,15 @@ impl PostgresStore {
         let mut client = pool.get().await.map_err(|e| redactor.pool(&e))?;
         migrate::run(&mut client, &options.schema, &quoted, &redactor).await?;
         drop(client);
+        let sql = Arc::new(Sql::new(&quoted));
+        let batcher = Batcher::start(Ctx {
+            pool: pool.clone(),
+            sql: Arc::clone(&sql),
+            redactor: redactor.clone(),
+        });
         Ok(Self {
-            sql: Sql::new(&quoted),
+            sql,
+            batcher,
             pool,
             schema: options.schema,
             redactor,
@@ -205,6 +221,14 @@ impl PostgresStore {
 
     fn db(&self, error: &tokio_postgres::Error) -> Error {
         self.redactor.db(error)
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            pool: self.pool.clone(),
+            sql: Arc::clone(&self.sql),
+            redactor: self.redactor.clone(),
+        }
     }
 
     async fn prepare(&self, client: &Client, sql: &str) -> Result<tokio_postgres::Statement> {
@@ -404,31 +428,18 @@ impl Store for PostgresStore {
         }
         let tenant = tenant_column(event.tenant_id.as_ref());
         let ids: Vec<&str> = endpoints.iter().map(EndpointId::as_str).collect();
-        let client = self.client().await?;
-        let statement = self.prepare(&client, &self.sql.enqueue).await?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &ids,
-                    &tenant,
-                    &event.id.as_str(),
-                    &event.event_type.as_deref(),
-                    &event.payload.as_ref(),
-                    &event.created_at.unwrap_or(now),
-                    &event.priority,
-                    &now,
-                ],
-            )
-            .await
-            .map_err(|e| {
-                if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
-                    Error::not_found("endpoint", "deleted while enqueueing")
-                } else {
-                    self.db(&e)
-                }
-            })?;
-        let tenants: Vec<Option<String>> = get(&row, "tenants")?;
+        let batched = match &self.batcher {
+            Some(batcher) => batcher.enqueue(event, &ids, now).await,
+            None => None,
+        };
+        let outcome = match batched {
+            Some(outcome) => outcome?,
+            None => {
+                let client = self.client().await?;
+                self.ctx().one(&client, event, &ids, now).await?
+            }
+        };
+        let tenants = outcome.tenants;
         for (id, found) in endpoints.iter().zip(&tenants) {
             match found {
                 None => return Err(Error::not_found("endpoint", id.as_str())),
@@ -444,7 +455,7 @@ impl Store for PostgresStore {
                 Some(_) => {}
             }
         }
-        let created = count(get(&row, "created")?)?;
+        let created = outcome.created;
         Ok(Enqueued {
             created,
             existing: endpoints.len().saturating_sub(created),
@@ -511,14 +522,22 @@ impl Store for PostgresStore {
                 },
             ));
         }
-        // Claim order: endpoints in round-robin order from the cursor, then by due time.
+        // Claim order: endpoints in round-robin order from the cursor, then by priority
+        // (highest first), due time and creation order.
         let rotation = |id: &EndpointId| (id.as_str() <= cursor.as_str(), id.clone());
         claimed.sort_by(|(a_due, a_seq, a), (b_due, b_seq, b)| {
-            (rotation(&a.delivery.key.endpoint_id), a_due, a_seq).cmp(&(
-                rotation(&b.delivery.key.endpoint_id),
-                b_due,
-                b_seq,
-            ))
+            (
+                rotation(&a.delivery.key.endpoint_id),
+                std::cmp::Reverse(a.delivery.priority),
+                a_due,
+                a_seq,
+            )
+                .cmp(&(
+                    rotation(&b.delivery.key.endpoint_id),
+                    std::cmp::Reverse(b.delivery.priority),
+                    b_due,
+                    b_seq,
+                ))
         });
         if let Some((_, _, last)) = claimed.last() {
             *self.cursor.lock().unwrap_or_else(PoisonError::into_inner) =
@@ -541,23 +560,26 @@ impl Store for PostgresStore {
         if !batch.index.is_empty() {
             lost.iter_mut().for_each(|l| *l = true);
             let client = self.client().await?;
-            let statement = self.prepare(&client, &self.sql.complete).await?;
-            let params: [&(dyn ToSql + Sync); 12] = [
-                &now,
-                &batch.tenants,
-                &batch.endpoints,
-                &batch.events,
-                &batch.tokens,
-                &batch.kinds,
-                &batch.next_at,
-                &batch.started_at,
-                &batch.duration_ms,
-                &batch.status,
-                &batch.errors,
-                &batch.excerpts,
+            let params: [(&(dyn ToSql + Sync), Type); 12] = [
+                (&now, Type::TIMESTAMPTZ),
+                (&batch.tenants, Type::TEXT_ARRAY),
+                (&batch.endpoints, Type::TEXT_ARRAY),
+                (&batch.events, Type::TEXT_ARRAY),
+                (&batch.tokens, Type::INT8_ARRAY),
+                (&batch.kinds, Type::TEXT_ARRAY),
+                (&batch.next_at, Type::TIMESTAMPTZ_ARRAY),
+                (&batch.started_at, Type::TIMESTAMPTZ_ARRAY),
+                (&batch.duration_ms, Type::INT8_ARRAY),
+                (&batch.status, Type::INT4_ARRAY),
+                (&batch.errors, Type::TEXT_ARRAY),
+                (&batch.excerpts, Type::TEXT_ARRAY),
             ];
+            // An unnamed statement, parsed, planned and run in one round trip: planned
+            // with this batch's values each time. A cached prepared statement switches to
+            // a generic plan after five runs, which on young tables (no statistics yet)
+            // scans whole indexes and is several times slower.
             let rows = client
-                .query(&statement, &params)
+                .query_typed(&self.sql.complete, &params)
                 .await
                 .map_err(|e| self.db(&e))?;
             for row in &rows {

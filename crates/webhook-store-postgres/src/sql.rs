@@ -79,22 +79,74 @@ WITH wanted AS (
     INSERT INTO {s}.events AS ev_t (tenant, id, event_type, payload, created_at, priority)
     SELECT $2, $3, $4, $5, $6, $7 FROM verdict WHERE ok
     ON CONFLICT (tenant, id) DO UPDATE SET priority = ev_t.priority
-    RETURNING seq
+    RETURNING seq, priority
 ), created AS (
-    INSERT INTO {s}.deliveries (tenant, endpoint_id, event_seq, state, claimable_at, created_at, updated_at)
-    SELECT $2, w.id, ev.seq, 'pending', $8, $8, $8 FROM ev CROSS JOIN wanted w ORDER BY w.ord
+    INSERT INTO {s}.deliveries (tenant, endpoint_id, event_seq, state, claimable_at, created_at, updated_at, priority)
+    SELECT $2, w.id, ev.seq, 'pending', $8, $8, $8, ev.priority FROM ev CROSS JOIN wanted w ORDER BY w.ord
     ON CONFLICT (event_seq, endpoint_id) DO NOTHING
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM created) AS created,
        ARRAY(SELECT tenant FROM checked ORDER BY ord) AS tenants";
 
+/// [`ENQUEUE`] for a batch of calls at once (group commit), one statement and one
+/// transaction for all. The calls' `(tenant, event id)` keys are distinct. Each call is
+/// checked alone: one whose endpoints are missing or of another tenant writes nothing,
+/// the others go on. Events are written in key order, so that concurrent batches
+/// holding the same events lock them in the same order; deliveries in call order. Returns, per call (1-based, in batch order), how many deliveries
+/// it created and the tenants of its endpoints (NULL when missing).
+///
+/// - `$1`..`$7`: per call, tenant, event id, type, payload, created_at, priority, now.
+/// - `$8`, `$9`: per wanted endpoint, its call and its id, in each call's order.
+const ENQUEUE_BATCH: &str = "\
+WITH calls AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[],
+                         $6::int2[], $7::timestamptz[])
+        WITH ORDINALITY AS c(tenant, id, event_type, payload, created_at, priority, now, call)
+), wanted AS (
+    SELECT w.call, w.id, w.ord FROM unnest($8::int8[], $9::text[]) WITH ORDINALITY AS w(call, id, ord)
+), checked AS MATERIALIZED (
+    SELECT w.call, w.id, w.ord, ep.tenant FROM wanted w LEFT JOIN {s}.endpoints ep ON ep.id = w.id
+), verdict AS (
+    SELECT c.call, bool_and(k.tenant IS NOT NULL AND k.tenant = c.tenant) AS ok
+    FROM calls c JOIN checked k ON k.call = c.call
+    GROUP BY c.call
+), ev AS (
+    INSERT INTO {s}.events AS ev_t (tenant, id, event_type, payload, created_at, priority)
+    SELECT c.tenant, c.id, c.event_type, c.payload, c.created_at, c.priority
+    FROM calls c JOIN verdict v ON v.call = c.call
+    WHERE v.ok
+    ORDER BY c.tenant, c.id
+    ON CONFLICT (tenant, id) DO UPDATE SET priority = ev_t.priority
+    RETURNING seq, tenant, id, priority
+), created AS (
+    INSERT INTO {s}.deliveries (tenant, endpoint_id, event_seq, state, claimable_at, created_at, updated_at, priority)
+    SELECT c.tenant, w.id, ev.seq, 'pending', c.now, c.now, c.now, ev.priority
+    FROM calls c
+    JOIN ev ON ev.tenant = c.tenant AND ev.id = c.id
+    JOIN wanted w ON w.call = c.call
+    ORDER BY w.ord
+    ON CONFLICT (event_seq, endpoint_id) DO NOTHING
+    RETURNING event_seq
+), made AS (
+    SELECT event_seq, count(*) AS n FROM created GROUP BY event_seq
+), found AS (
+    SELECT call, array_agg(tenant ORDER BY ord) AS tenants FROM checked GROUP BY call
+)
+SELECT c.call, COALESCE(m.n, 0) AS created, f.tenants
+FROM calls c
+JOIN found f ON f.call = c.call
+LEFT JOIN ev ON ev.tenant = c.tenant AND ev.id = c.id
+LEFT JOIN made m ON m.event_seq = ev.seq
+ORDER BY c.call";
+
 /// Claims due work in one statement.
 ///
 /// - `eps`: enabled endpoints not limited to 0, each with its limit (the override, else
 ///   the default, capped by the total), in round-robin order: those after the cursor
 ///   `$7` first, then from the start.
-/// - `picked`: for each endpoint in that order, its due deliveries, oldest due first,
+/// - `picked`: for each endpoint in that order, its due deliveries, highest priority
+///   first, then oldest due first, then in creation order,
 ///   locked with `FOR UPDATE SKIP LOCKED` so concurrent claimers take disjoint rows. A
 ///   strict endpoint offers only its oldest unfinished delivery, and only when that one
 ///   is claimable (`claimable_at` is NULL once final, so `claimable_at <= $1` is the
@@ -102,7 +154,9 @@ SELECT (SELECT count(*) FROM created) AS created,
 ///   nested loop stops as soon as `LIMIT $6` rows are found, so only
 ///   the rows handed out are locked.
 /// - The update takes the lease and returns each delivery with its event, and when it
-///   was due (`due`) so the caller can put the batch in claim order.
+///   was due (`due`) so the caller can put the batch in claim order. It finds the rows
+///   through `seq = ANY(ARRAY(...))`, i.e. the primary key: joined to `picked` alone,
+///   the planner would rather hash the whole table (a seq scan that grows with it).
 const CLAIM: &str = concat!(
     "\
 WITH overrides AS (
@@ -120,7 +174,7 @@ WITH overrides AS (
             SELECT d.seq, d.claimable_at AS due FROM {s}.deliveries d
             WHERE NOT ep.strict AND d.endpoint_id = ep.id
               AND d.state IN ('pending', 'in_flight') AND d.claimable_at <= $1
-            ORDER BY d.claimable_at, d.seq
+            ORDER BY d.priority DESC, d.claimable_at, d.seq
             LIMIT ep.lim
             FOR UPDATE SKIP LOCKED
         ) u
@@ -140,7 +194,7 @@ WITH overrides AS (
 UPDATE {s}.deliveries d
 SET state = 'in_flight', claimable_at = $2, lease_token = d.lease_token + 1, updated_at = $1
 FROM picked p, {s}.events e
-WHERE d.seq = p.seq AND e.seq = d.event_seq
+WHERE d.seq = ANY(ARRAY(SELECT seq FROM picked)) AND d.seq = p.seq AND e.seq = d.event_seq
 RETURNING p.due, ",
     delivery_columns!(),
     ", ",
@@ -151,7 +205,9 @@ RETURNING p.due, ",
 /// flight under the same lease token; records the attempts of those applied and returns
 /// their positions (1-based) in the batch.
 ///
-/// `targets` finds each delivery by its key through the unique indexes. The update then
+/// `targets` finds each delivery by its key through the unique indexes (one lookup per
+/// completion: the `LIMIT 1` keeps the planner from hashing the whole `events` table
+/// instead, a scan that grows with it). The update then
 /// takes each row by `seq` and checks `state = (SELECT 'in_flight')`: a value the planner
 /// cannot see, so stale statistics ("nothing is in flight") cannot lure it into scanning
 /// a partial index or the table instead.
@@ -163,9 +219,13 @@ WITH f AS (
         WITH ORDINALITY AS f(tenant, endpoint_id, event_id, token, kind, next_at,
                              started_at, duration_ms, status, error, excerpt, ord)
 ), targets AS MATERIALIZED (
-    SELECT d.seq, f.* FROM f
-    JOIN {s}.events e ON e.tenant = f.tenant AND e.id = f.event_id
-    JOIN {s}.deliveries d ON d.event_seq = e.seq AND d.endpoint_id = f.endpoint_id
+    SELECT k.seq, f.* FROM f
+    CROSS JOIN LATERAL (
+        SELECT d.seq FROM {s}.events e
+        JOIN {s}.deliveries d ON d.event_seq = e.seq AND d.endpoint_id = f.endpoint_id
+        WHERE e.tenant = f.tenant AND e.id = f.event_id
+        LIMIT 1
+    ) k
 ), done AS (
     UPDATE {s}.deliveries d SET
         state = CASE t.kind WHEN 'delivered' THEN 'delivered' WHEN 'dead' THEN 'dead'
@@ -177,7 +237,7 @@ WITH f AS (
         last_error = CASE WHEN t.started_at IS NULL THEN d.last_error ELSE t.error END,
         updated_at = $1
     FROM targets t
-    WHERE d.seq = t.seq AND d.state = (SELECT 'in_flight'::text) AND d.lease_token = t.token
+    WHERE d.seq = ANY(ARRAY(SELECT seq FROM targets)) AND d.seq = t.seq AND d.state = (SELECT 'in_flight'::text) AND d.lease_token = t.token
     RETURNING d.seq, t.ord, t.started_at, t.duration_ms, t.status, t.error, t.excerpt
 ), recorded AS (
     INSERT INTO {s}.attempts (delivery_seq, started_at, duration_ms, status, error, response_excerpt)
@@ -274,6 +334,7 @@ pub(crate) struct Sql {
     pub(crate) delete_endpoint: String,
     pub(crate) delete_orphan_events: String,
     pub(crate) enqueue: String,
+    pub(crate) enqueue_batch: String,
     pub(crate) claim: String,
     pub(crate) complete: String,
     pub(crate) get_delivery: String,
@@ -315,6 +376,7 @@ impl Sql {
             delete_endpoint: s(DELETE_ENDPOINT),
             delete_orphan_events: s(DELETE_ORPHAN_EVENTS),
             enqueue: s(ENQUEUE),
+            enqueue_batch: s(ENQUEUE_BATCH),
             claim: s(CLAIM),
             complete: s(COMPLETE),
             get_delivery: s(GET_DELIVERY),

@@ -7,7 +7,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use common::Schemas;
 use webhook_core::{
-    Attempt, ClaimRequest, Completion, Endpoint, EndpointId, Error, Event, Finished,
+    Attempt, ClaimRequest, Claimed, Completion, Endpoint, EndpointId, Error, Event, Finished,
     IdempotencyKey, Ordering, Store, testkit::t,
 };
 use webhook_store_postgres::{MIGRATIONS, PostgresStore};
@@ -517,5 +517,264 @@ async fn throughput() {
     println!(
         "prune: {pruned} rows in {:.2}s",
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// The dispatcher's pattern on one endpoint (run with `--ignored --nocapture`): 64
+/// concurrent callers each enqueueing one event per call, then claims of up to 256, then
+/// completions in batches of 256. Prints each phase's rate.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark"]
+async fn dispatcher_pattern() {
+    let schemas = Schemas::new();
+    let schema = schemas.name();
+    let store = Arc::new(
+        PostgresStore::connect_with(
+            schemas.url(),
+            webhook_store_postgres::PostgresOptions::default().with_schema(&schema),
+        )
+        .await
+        .unwrap(),
+    );
+    store
+        .put_endpoint(&Endpoint::new("bench", "https://example.test/hook"))
+        .await
+        .unwrap();
+    let events: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000);
+    let producers = 64;
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..producers {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let target = [EndpointId::from("bench")];
+            for i in (p..events).step_by(producers) {
+                let done = store
+                    .enqueue(
+                        &Event::new(format!("s{i}"), format!("{{\"n\":{i}}}")),
+                        &target,
+                        t(0),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(done.created, 1);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "enqueue x{producers}: {events} in {secs:.2}s: {:.0}/s",
+        events as f64 / secs
+    );
+
+    let started = std::time::Instant::now();
+    let mut claimed = Vec::new();
+    loop {
+        let mut request = ClaimRequest::new(t(1), LEASE, 256);
+        request.per_endpoint_limit = 256;
+        let batch = store.claim(&request).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        claimed.extend(batch);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(claimed.len(), events);
+    println!(
+        "claim 256: {events} in {secs:.2}s: {:.0}/s",
+        events as f64 / secs
+    );
+
+    let started = std::time::Instant::now();
+    for chunk in claimed.chunks(256) {
+        let finished: Vec<Finished> = chunk
+            .iter()
+            .map(|c| Finished {
+                lease: c.lease.clone(),
+                completion: Completion::Delivered {
+                    attempt: Attempt::response(t(1), Duration::from_millis(5), 200, b"ok"),
+                },
+            })
+            .collect();
+        assert_eq!(
+            store.complete(&finished, t(2)).await.unwrap().applied,
+            chunk.len()
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "complete 256: {events} in {secs:.2}s: {:.0}/s",
+        events as f64 / secs
+    );
+}
+
+/// The dispatcher's pattern end to end (run with `--ignored --nocapture`): 64 callers
+/// enqueueing one event per call while one loop claims up to 256 at a time and one
+/// writer completes what was claimed in batches; the rate is events delivered per
+/// second, from the first enqueue to the last completion.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark"]
+async fn dispatcher_pattern_end_to_end() {
+    let schemas = Schemas::new();
+    let schema = schemas.name();
+    let store = Arc::new(
+        PostgresStore::connect_with(
+            schemas.url(),
+            webhook_store_postgres::PostgresOptions::default().with_schema(&schema),
+        )
+        .await
+        .unwrap(),
+    );
+    store
+        .put_endpoint(&Endpoint::new("bench", "https://example.test/hook"))
+        .await
+        .unwrap();
+    let events: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000);
+    let producers = 64;
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..producers {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let target = [EndpointId::from("bench")];
+            for i in (p..events).step_by(producers) {
+                store
+                    .enqueue(
+                        &Event::new(format!("s{i}"), format!("{{\"n\":{i}}}")),
+                        &target,
+                        chrono::Utc::now(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Vec<Claimed>>();
+    let claimer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut total = 0;
+            while total < events {
+                let request = ClaimRequest::new(chrono::Utc::now(), LEASE, 256);
+                let batch = store.claim(&request).await.unwrap();
+                if batch.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                total += batch.len();
+                sender.send(batch).unwrap();
+            }
+        })
+    };
+    let mut done = 0;
+    while done < events {
+        let mut claimed = receiver.recv().await.unwrap();
+        while claimed.len() < 256 {
+            match receiver.try_recv() {
+                Ok(more) => claimed.extend(more),
+                Err(_) => break,
+            }
+        }
+        let finished: Vec<Finished> = claimed
+            .iter()
+            .map(|c| Finished {
+                lease: c.lease.clone(),
+                completion: Completion::Delivered {
+                    attempt: Attempt::response(
+                        chrono::Utc::now(),
+                        Duration::from_millis(5),
+                        200,
+                        b"ok",
+                    ),
+                },
+            })
+            .collect();
+        let applied = store
+            .complete(&finished, chrono::Utc::now())
+            .await
+            .unwrap()
+            .applied;
+        assert_eq!(applied, finished.len());
+        done += applied;
+    }
+    claimer.await.unwrap();
+    while tasks.join_next().await.is_some() {}
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "end to end: {events} in {secs:.2}s: {:.0}/s",
+        events as f64 / secs
+    );
+}
+
+/// Concurrent enqueues are stored in batches, yet each call keeps its own outcome: a
+/// call naming a missing endpoint or another tenant's fails and writes nothing, the
+/// same event enqueued by many callers at once is stored once, and every caller learns
+/// how many deliveries it created.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_enqueues_keep_their_own_outcomes() {
+    let schemas = Schemas::new();
+    let store = Arc::new(schemas.store().await);
+    store
+        .put_endpoint(&Endpoint::new("a", "https://example.test/a").with_tenant_id("t1"))
+        .await
+        .unwrap();
+    store
+        .put_endpoint(&Endpoint::new("b", "https://example.test/b").with_tenant_id("t1"))
+        .await
+        .unwrap();
+    store
+        .put_endpoint(&Endpoint::new("x", "https://example.test/x").with_tenant_id("t2"))
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200usize {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let (id, targets) = match i % 5 {
+                0 => (format!("missing{i}"), ids(&["a", "nope"])),
+                1 => (format!("foreign{i}"), ids(&["a", "x"])),
+                2 => ("shared".to_owned(), ids(&["a", "b"])),
+                _ => (format!("ok{i}"), ids(&["a", "b", "a"])),
+            };
+            let event = Event::new(id, "{}").with_tenant_id("t1");
+            (i, store.enqueue(&event, &targets, t(0)).await)
+        });
+    }
+    let mut shared_created = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (i, result) = joined.unwrap();
+        match i % 5 {
+            0 => assert!(matches!(result, Err(Error::NotFound { .. })), "{result:?}"),
+            1 => assert!(matches!(result, Err(Error::Invalid { .. })), "{result:?}"),
+            2 => {
+                let done = result.unwrap();
+                assert_eq!(done.created + done.existing, 2);
+                shared_created += done.created;
+            }
+            _ => {
+                let done = result.unwrap();
+                assert_eq!((done.created, done.existing), (2, 1));
+            }
+        }
+    }
+    assert_eq!(
+        shared_created, 2,
+        "the shared event's deliveries are created once"
+    );
+    assert_eq!(
+        scalar(&store, "SELECT count(*) FROM {s}.events").await,
+        1 + 80,
+        "failed calls write nothing"
+    );
+    assert_eq!(
+        scalar(&store, "SELECT count(*) FROM {s}.deliveries").await,
+        2 + 80 * 2
     );
 }

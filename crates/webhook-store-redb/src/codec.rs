@@ -332,6 +332,21 @@ pub(crate) fn delivery_owner(buf: &[u8]) -> Result<(Option<&str>, &str)> {
     Ok((tenant, endpoint))
 }
 
+/// Only the priority of a delivery record, without a full decode.
+pub(crate) fn delivery_priority(buf: &[u8]) -> Result<i16> {
+    let mut r = R::new(buf, "delivery")?;
+    r.u64()?;
+    r.opt_str()?;
+    r.str()?;
+    r.str()?;
+    r.u8()?;
+    r.time()?;
+    r.u32()?;
+    r.opt_u16()?;
+    r.opt_str()?;
+    r.i16()
+}
+
 pub(crate) fn encode_attempt(a: &Attempt) -> Vec<u8> {
     let mut w = W::with_capacity(
         40 + a.error.as_ref().map_or(0, String::len)
@@ -377,6 +392,7 @@ mod tests {
         let buf = encode_delivery(42, &d);
         assert_eq!(decode_delivery(&buf).unwrap(), (42, d.clone()));
         assert_eq!(delivery_owner(&buf).unwrap(), (Some("tenant"), "ep"));
+        assert_eq!(delivery_priority(&buf).unwrap(), -3);
         let attempt = Attempt::failed(t(1, 2), Duration::from_millis(7), "refused");
         d.complete(
             &lease,
@@ -387,6 +403,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(decode_delivery(&encode_delivery(1, &d)).unwrap().1, d);
+        // With a last error (a string before the priority) too.
+        assert_eq!(delivery_priority(&encode_delivery(1, &d)).unwrap(), -3);
         assert_eq!(decode_attempt(&encode_attempt(&attempt)).unwrap(), attempt);
         let ok = Attempt::response(t(3, 0), Duration::ZERO, 200, b"fine");
         assert_eq!(decode_attempt(&encode_attempt(&ok)).unwrap(), ok);

@@ -7,8 +7,12 @@ use webhook_core::{Attempt, Delivery, DeliveryRecord, Endpoint, EndpointId, Erro
 
 use crate::codec::{self, Ts};
 
-/// The layout version of the tables, in [`META`] under [`FORMAT_KEY`].
-pub(crate) const FORMAT: u64 = 1;
+/// The layout version of the tables, in [`META`] under [`FORMAT_KEY`]. Version 2 added
+/// [`READY`] and [`PROMOTED`]; a version 1 file is upgraded in place at open (both
+/// start empty, which is consistent: nothing has been promoted yet).
+pub(crate) const FORMAT: u64 = 2;
+/// The layout versions this version opens.
+pub(crate) const FORMAT_V1: u64 = 1;
 pub(crate) const FORMAT_KEY: &str = "format";
 pub(crate) const NEXT_SEQ_KEY: &str = "next_delivery_seq";
 pub(crate) const NEXT_EVENT_KEY: &str = "next_event_seq";
@@ -45,11 +49,26 @@ pub(crate) const UNFINISHED: TableDefinition<'static, (&str, u64), Ts> =
 /// (endpoint, claimable time, delivery): unfinished deliveries by when they are due.
 pub(crate) const SCHEDULE: TableDefinition<'static, (&str, i64, u32, u64), ()> =
     TableDefinition::new("schedule");
+/// (endpoint, priority rank, claimable time, delivery): the unfinished deliveries of an
+/// endpoint whose claimable time is at or before its [`PROMOTED`] mark, in claim order
+/// (highest priority first, see [`rank`], then by due time, then in creation order).
+/// Every entry is also in [`SCHEDULE`], which stays the complete time-ordered index.
+pub(crate) const READY: TableDefinition<'static, (&str, u16, i64, u32, u64), ()> =
+    TableDefinition::new("ready");
+/// Endpoint -> promotion mark: every [`SCHEDULE`] entry of the endpoint claimable at or
+/// before the mark is in [`READY`] too, and no later one is. No entry: nothing promoted.
+pub(crate) const PROMOTED: TableDefinition<'static, &str, Ts> = TableDefinition::new("promoted");
 /// (time of death, delivery): the dead-letter queue, oldest first.
 pub(crate) const DEAD: TableDefinition<'static, (i64, u32, u64), ()> = TableDefinition::new("dead");
 /// (time of delivery, delivery): delivered work, for pruning.
 pub(crate) const DELIVERED: TableDefinition<'static, (i64, u32, u64), ()> =
     TableDefinition::new("delivered");
+
+/// `priority` as a [`READY`] key part that sorts the highest priority first.
+pub(crate) fn rank(priority: i16) -> u16 {
+    // Flipping the sign bit maps i16 onto u16 in order; inverting reverses it.
+    !(u16::from_ne_bytes(priority.to_ne_bytes()) ^ 0x8000)
+}
 
 /// A redb failure as a store error: corruption is [`Error::Corrupt`], anything else
 /// (I/O, locks, a closed database) is [`Error::Unavailable`].
@@ -151,4 +170,18 @@ pub(crate) fn head(
         }
     };
     at.map(codec::from_ts).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rank;
+
+    #[test]
+    fn rank_puts_higher_priorities_first() {
+        let priorities = [i16::MAX, 5, 1, 0, -1, -300, i16::MIN];
+        let ranks: Vec<u16> = priorities.iter().map(|&p| rank(p)).collect();
+        assert!(ranks.is_sorted_by(|a, b| a < b), "{ranks:?}");
+        assert_eq!(rank(i16::MAX), 0);
+        assert_eq!(rank(i16::MIN), u16::MAX);
+    }
 }

@@ -9,9 +9,17 @@
 //! The thread also owns the claim index: per enabled endpoint, the earliest time it
 //! may have claimable work, so a claim only visits endpoints with due work. It is
 //! rebuilt from the tables at open and whenever a transaction is aborted.
+//!
+//! Within an endpoint, due deliveries are claimed by priority, then due time, then
+//! creation order. `schedule` orders them by time only, so a claim first promotes
+//! what has come due since the endpoint's promotion mark (`promoted`) from `schedule`
+//! into `ready`, which is ordered for claiming, then takes from the front of `ready`.
+//! Each delivery is promoted once per claimable state, so a claim costs what it
+//! promotes and takes, not the size of the backlog.
 
 use std::{
     collections::{BTreeSet, HashMap},
+    ops::Bound,
     panic::{AssertUnwindSafe, catch_unwind},
     sync::{
         Arc,
@@ -136,6 +144,11 @@ pub(crate) fn init(db: &Database) -> Result<()> {
             .map(|g| g.value());
         match format {
             Some(FORMAT) => {}
+            // Version 2 only added `ready` and `promoted`, empty here (`Tables::open`
+            // just created them): nothing promoted yet is a consistent state.
+            Some(FORMAT_V1) => {
+                tables.meta.insert(FORMAT_KEY, FORMAT).map_err(storage)?;
+            }
             Some(other) => {
                 return Err(Error::Corrupt(format!(
                     "file has table layout {other}, this version reads {FORMAT}"
@@ -167,6 +180,8 @@ pub(crate) struct Index {
     due: BTreeSet<(DateTime<Utc>, EndpointId)>,
     /// The endpoint served last, so the next claim starts after it.
     cursor: Option<EndpointId>,
+    /// Each endpoint's promotion mark (the `promoted` table), by endpoint id.
+    promoted: HashMap<String, Ts>,
     next_seq: u64,
     next_event: u64,
 }
@@ -180,6 +195,7 @@ impl Index {
         let endpoints = txn.open_table(ENDPOINTS).map_err(open)?;
         let schedule = txn.open_table(SCHEDULE).map_err(open)?;
         let unfinished = txn.open_table(UNFINISHED).map_err(open)?;
+        let promoted = txn.open_table(PROMOTED).map_err(open)?;
         let counter = |key: &str| -> Result<u64> {
             Ok(meta.get(key).map_err(storage)?.map_or(0, |g| g.value()))
         };
@@ -194,6 +210,10 @@ impl Index {
             let strict = endpoint.ordering == Ordering::Strict;
             let head = schema::head(&schedule, &unfinished, &endpoint.id, strict)?;
             index.set_endpoint(&endpoint, head);
+        }
+        for item in promoted.iter().map_err(storage)? {
+            let (id, mark) = item.map_err(storage)?;
+            index.promoted.insert(id.value().to_owned(), mark.value());
         }
         Ok(index)
     }
@@ -239,6 +259,11 @@ impl Index {
             self.due.insert((at, id.clone()));
         }
     }
+
+    /// Whether a delivery of `endpoint` claimable at `at` belongs in `ready`.
+    fn is_promoted(&self, endpoint: &str, at: Ts) -> bool {
+        self.promoted.get(endpoint).is_some_and(|mark| at <= *mark)
+    }
 }
 
 type Bytes = &'static [u8];
@@ -256,6 +281,8 @@ pub(crate) struct Tables<'t> {
     by_endpoint: Table<'t, (&'static str, u64), ()>,
     unfinished: Table<'t, (&'static str, u64), Ts>,
     schedule: Table<'t, (&'static str, i64, u32, u64), ()>,
+    ready: Table<'t, (&'static str, u16, i64, u32, u64), ()>,
+    promoted: Table<'t, &'static str, Ts>,
     dead: Table<'t, (i64, u32, u64), ()>,
     delivered: Table<'t, (i64, u32, u64), ()>,
 }
@@ -275,6 +302,8 @@ impl<'t> Tables<'t> {
             by_endpoint: txn.open_table(BY_ENDPOINT).map_err(open)?,
             unfinished: txn.open_table(UNFINISHED).map_err(open)?,
             schedule: txn.open_table(SCHEDULE).map_err(open)?,
+            ready: txn.open_table(READY).map_err(open)?,
+            promoted: txn.open_table(PROMOTED).map_err(open)?,
             dead: txn.open_table(DEAD).map_err(open)?,
             delivered: txn.open_table(DELIVERED).map_err(open)?,
         })
@@ -333,6 +362,9 @@ impl Ctx<'_, '_> {
         for seq in seqs {
             self.remove_delivery(seq)?;
         }
+        // Only now: removing the deliveries used the mark to find their `ready` entries.
+        self.t.promoted.remove(id.as_str()).map_err(storage)?;
+        self.index.promoted.remove(id.as_str());
         Ok(true)
     }
 
@@ -419,7 +451,7 @@ impl Ctx<'_, '_> {
                 .by_endpoint
                 .insert((endpoint, seq), ())
                 .map_err(storage)?;
-            self.add_indexes(seq, endpoint, delivery.state)?;
+            self.add_indexes(seq, endpoint, delivery.priority, delivery.state)?;
             self.refresh_head(&delivery.key.endpoint_id)?;
         }
         Ok(result)
@@ -504,9 +536,17 @@ impl Ctx<'_, '_> {
                 }
             }
         } else {
-            let range = (id, i64::MIN, 0, 0)..=(id, now_secs, now_nanos, u64::MAX);
-            for item in self.t.schedule.range(range).map_err(storage)?.take(max) {
-                seqs.push(item.map_err(storage)?.0.value().3);
+            self.promote(id, (now_secs, now_nanos))?;
+            let range = (id, 0, i64::MIN, 0, 0)..=(id, u16::MAX, i64::MAX, u32::MAX, u64::MAX);
+            for item in self.t.ready.range(range).map_err(storage)? {
+                if seqs.len() >= max {
+                    break;
+                }
+                let (_, _, secs, nanos, seq) = item.map_err(storage)?.0.value();
+                // Promoted by a claim with a later clock and not due yet at this one.
+                if (secs, nanos) <= (now_secs, now_nanos) {
+                    seqs.push(seq);
+                }
             }
         }
         for seq in seqs {
@@ -518,7 +558,7 @@ impl Ctx<'_, '_> {
                 continue;
             }
             self.save(seq, event_seq, &delivery)?;
-            self.reindex(seq, id, old, delivery.state)?;
+            self.reindex(seq, id, delivery.priority, old, delivery.state)?;
             out.push((event_seq, delivery));
         }
         self.refresh_head(endpoint)
@@ -562,7 +602,13 @@ impl Ctx<'_, '_> {
                     .map_err(storage)?;
             }
             self.save(seq, event_seq, &delivery)?;
-            self.reindex(seq, delivery.key.endpoint_id.as_str(), old, delivery.state)?;
+            self.reindex(
+                seq,
+                delivery.key.endpoint_id.as_str(),
+                delivery.priority,
+                old,
+                delivery.state,
+            )?;
             if !touched.contains(&delivery.key.endpoint_id) {
                 touched.push(delivery.key.endpoint_id.clone());
             }
@@ -639,7 +685,13 @@ impl Ctx<'_, '_> {
             return Ok(false);
         }
         self.save(seq, event_seq, &delivery)?;
-        self.reindex(seq, delivery.key.endpoint_id.as_str(), old, delivery.state)?;
+        self.reindex(
+            seq,
+            delivery.key.endpoint_id.as_str(),
+            delivery.priority,
+            old,
+            delivery.state,
+        )?;
         self.refresh_head(&delivery.key.endpoint_id)?;
         Ok(true)
     }
@@ -669,7 +721,7 @@ impl Ctx<'_, '_> {
             .by_endpoint
             .remove((endpoint, seq))
             .map_err(storage)?;
-        self.remove_indexes(seq, endpoint, delivery.state)?;
+        self.remove_indexes(seq, endpoint, delivery.priority, delivery.state)?;
         let orphan = self
             .t
             .event_deliveries
@@ -713,18 +765,61 @@ impl Ctx<'_, '_> {
         Ok(())
     }
 
+    /// Moves `endpoint`'s deliveries claimable by `now` from `schedule` into `ready`
+    /// (those not there yet: claimable after the promotion mark), and moves the mark.
+    fn promote(&mut self, endpoint: &str, now: Ts) -> Result<()> {
+        let mark = self.index.promoted.get(endpoint).copied();
+        if mark.is_some_and(|mark| mark >= now) {
+            return Ok(());
+        }
+        let from = match mark {
+            Some((secs, nanos)) => Bound::Excluded((endpoint, secs, nanos, u64::MAX)),
+            None => Bound::Included((endpoint, i64::MIN, 0, 0)),
+        };
+        let to = Bound::Included((endpoint, now.0, now.1, u64::MAX));
+        let mut due = Vec::new();
+        for item in self.t.schedule.range((from, to)).map_err(storage)? {
+            let (_, secs, nanos, seq) = item.map_err(storage)?.0.value();
+            due.push((secs, nanos, seq));
+        }
+        for (secs, nanos, seq) in due {
+            let raw = self
+                .t
+                .deliveries
+                .get(seq)
+                .map_err(storage)?
+                .ok_or_else(|| codec::corrupt("schedule points at a missing delivery"))?;
+            let priority = codec::delivery_priority(raw.value())?;
+            drop(raw);
+            self.t
+                .ready
+                .insert((endpoint, schema::rank(priority), secs, nanos, seq), ())
+                .map_err(storage)?;
+        }
+        self.t.promoted.insert(endpoint, now).map_err(storage)?;
+        self.index.promoted.insert(endpoint.to_owned(), now);
+        Ok(())
+    }
+
     fn reindex(
         &mut self,
         seq: u64,
         endpoint: &str,
+        priority: i16,
         old: DeliveryState,
         new: DeliveryState,
     ) -> Result<()> {
-        self.remove_indexes(seq, endpoint, old)?;
-        self.add_indexes(seq, endpoint, new)
+        self.remove_indexes(seq, endpoint, priority, old)?;
+        self.add_indexes(seq, endpoint, priority, new)
     }
 
-    fn remove_indexes(&mut self, seq: u64, endpoint: &str, state: DeliveryState) -> Result<()> {
+    fn remove_indexes(
+        &mut self,
+        seq: u64,
+        endpoint: &str,
+        priority: i16,
+        state: DeliveryState,
+    ) -> Result<()> {
         if let Some(at) = state.claimable_at() {
             let (secs, nanos) = ts(at);
             self.t
@@ -732,6 +827,12 @@ impl Ctx<'_, '_> {
                 .remove((endpoint, secs, nanos, seq))
                 .map_err(storage)?;
             self.t.unfinished.remove((endpoint, seq)).map_err(storage)?;
+            if self.index.is_promoted(endpoint, (secs, nanos)) {
+                self.t
+                    .ready
+                    .remove((endpoint, schema::rank(priority), secs, nanos, seq))
+                    .map_err(storage)?;
+            }
         }
         match state {
             DeliveryState::Dead { at } => {
@@ -750,7 +851,13 @@ impl Ctx<'_, '_> {
         Ok(())
     }
 
-    fn add_indexes(&mut self, seq: u64, endpoint: &str, state: DeliveryState) -> Result<()> {
+    fn add_indexes(
+        &mut self,
+        seq: u64,
+        endpoint: &str,
+        priority: i16,
+        state: DeliveryState,
+    ) -> Result<()> {
         if let Some(at) = state.claimable_at() {
             let (secs, nanos) = ts(at);
             self.t
@@ -761,6 +868,12 @@ impl Ctx<'_, '_> {
                 .unfinished
                 .insert((endpoint, seq), (secs, nanos))
                 .map_err(storage)?;
+            if self.index.is_promoted(endpoint, (secs, nanos)) {
+                self.t
+                    .ready
+                    .insert((endpoint, schema::rank(priority), secs, nanos, seq), ())
+                    .map_err(storage)?;
+            }
         }
         match state {
             DeliveryState::Dead { at } => {

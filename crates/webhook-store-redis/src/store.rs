@@ -1,13 +1,21 @@
 //! [`RedisStore`]: the [`Store`] on Redis.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering as AtomicOrdering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_redis::{
     Connection, Manager, Pool, Runtime,
-    redis::{self, AsyncConnectionConfig, Script, Value},
+    redis::{self, AsyncConnectionConfig, RedisError, Script, Value, aio::MultiplexedConnection},
 };
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use webhook_core::{
     ClaimRequest, Claimed, Completed, Completion, DeadLetterQuery, Delivery, DeliveryRecord,
     DeliveryState, Endpoint, EndpointId, Enqueued, Error, Event, EventId, EventRecord, Finished,
@@ -28,6 +36,60 @@ const MAX_COUNT: usize = 1 << 30;
 /// call blocks Redis for long.
 const BATCH: usize = 500;
 
+/// Most pooled connections held open and shared by concurrent calls.
+const MAX_SHARED: usize = 4;
+
+/// Pooled connections held open and shared: each multiplexes (pipelines) the
+/// concurrent calls sent on it, so a call neither waits for a free connection nor
+/// pays the pool's health check (a round trip) every time. A connection that fails is
+/// dropped from its slot; the next call there takes a checked one from the pool.
+struct Shared {
+    slots: Vec<Mutex<Option<Connection>>>,
+    next: AtomicUsize,
+}
+
+impl Shared {
+    fn new(pool: &Pool) -> Self {
+        let n = pool.status().max_size.clamp(1, MAX_SHARED);
+        Self {
+            slots: (0..n).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn slot(&self, i: usize) -> std::sync::MutexGuard<'_, Option<Connection>> {
+        self.slots[i].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A connection for one call, and the slot it came from.
+struct Conn {
+    conn: MultiplexedConnection,
+    slot: usize,
+}
+
+/// Most events written by one enqueue script call.
+const ENQUEUE_BATCH: usize = 64;
+/// Most enqueue script calls in flight at once; further enqueues wait and are
+/// written together by the next call (group commit).
+const ENQUEUE_IN_FLIGHT: usize = 4;
+
+/// One event's enqueue, waiting to be written with others.
+struct EnqueueJob {
+    args: Vec<Vec<u8>>,
+    reply: oneshot::Sender<Result<Value>>,
+}
+
+/// The same error again, for each enqueue of a batch that failed as a whole.
+fn replicate(e: &Error) -> Error {
+    match e {
+        Error::Unavailable(m) => Error::Unavailable(m.clone()),
+        Error::Limit(m) => Error::Limit(m.clone()),
+        Error::Corrupt(m) => Error::Corrupt(m.clone()),
+        other => Error::Unavailable(other.to_string()),
+    }
+}
+
 /// Connection settings for [`RedisStore::connect_with`].
 ///
 /// Every wait is bounded, so a Redis that is down or restarting makes calls fail
@@ -35,7 +97,8 @@ const BATCH: usize = 500;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RedisOptions {
-    /// Most pooled connections (each multiplexes concurrent calls). Default 16.
+    /// Most pooled connections. Calls share up to 4 of them, each multiplexing
+    /// (pipelining) the concurrent calls sent on it. Default 16.
     pub max_connections: usize,
     /// Longest time to open a connection (TCP connect and handshake). Default 2 s.
     pub connect_timeout: Duration,
@@ -94,6 +157,9 @@ impl RedisOptions {
 #[derive(Clone)]
 pub struct RedisStore {
     pool: Pool,
+    shared: Arc<Shared>,
+    /// Where enqueues go to be written in batches; started on first use.
+    enqueuer: Arc<Mutex<Option<mpsc::UnboundedSender<EnqueueJob>>>>,
     prefix: Arc<str>,
     redactor: Arc<Redactor>,
 }
@@ -135,6 +201,8 @@ impl RedisStore {
             .build()
             .map_err(|e| Error::Unavailable(redactor.clean(format!("redis pool: {e}"))))?;
         let store = Self {
+            shared: Arc::new(Shared::new(&pool)),
+            enqueuer: Arc::default(),
             pool,
             prefix: prefix.into(),
             redactor: Arc::new(redactor),
@@ -151,6 +219,8 @@ impl RedisStore {
     /// operations such as deleting an endpoint with a long history.
     pub fn from_pool(pool: Pool, prefix: &str) -> Self {
         Self {
+            shared: Arc::new(Shared::new(&pool)),
+            enqueuer: Arc::default(),
             pool,
             prefix: prefix.into(),
             redactor: Arc::new(Redactor::default()),
@@ -169,18 +239,13 @@ impl RedisStore {
 
     /// Checks the server answers.
     pub async fn ping(&self) -> Result<()> {
-        let mut conn = self.conn().await?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| self.redactor.redis(&e))
+        self.query::<()>(&redis::cmd("PING")).await
     }
 
     /// Deletes every key under `{prefix}:`, returning how many. Everything this store
     /// holds is gone: meant for tests and tear-down. Not atomic: do not run it while
     /// other clients use the prefix.
     pub async fn clear(&self) -> Result<u64> {
-        let mut conn = self.conn().await?;
         let mut pattern = String::with_capacity(self.prefix.len() + 2);
         for c in self.prefix.chars() {
             if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -192,21 +257,18 @@ impl RedisStore {
         let mut cursor = 0u64;
         let mut deleted = 0u64;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.redactor.redis(&e))?;
+            let (next, keys): (u64, Vec<Vec<u8>>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
             if !keys.is_empty() {
-                deleted += redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async::<u64>(&mut conn)
-                    .await
-                    .map_err(|e| self.redactor.redis(&e))?;
+                deleted += self.query::<u64>(redis::cmd("UNLINK").arg(&keys)).await?;
             }
             if next == 0 {
                 return Ok(deleted);
@@ -215,8 +277,36 @@ impl RedisStore {
         }
     }
 
-    async fn conn(&self) -> Result<Connection> {
-        self.pool.get().await.map_err(|e| self.redactor.pool(e))
+    /// A shared connection (see [`Shared`]).
+    async fn conn(&self) -> Result<Conn> {
+        let slots = self.shared.slots.len();
+        let slot = self.shared.next.fetch_add(1, AtomicOrdering::Relaxed) % slots;
+        if let Some(held) = self.shared.slot(slot).as_ref() {
+            return Ok(Conn {
+                conn: (**held).clone(),
+                slot,
+            });
+        }
+        let fresh = self.pool.get().await.map_err(|e| self.redactor.pool(e))?;
+        let conn = (*fresh).clone();
+        // Another call may have filled the slot meanwhile: keep one of the two.
+        self.shared.slot(slot).get_or_insert(fresh);
+        Ok(Conn { conn, slot })
+    }
+
+    /// Maps a failed call's error, dropping its connection from the shared slot when
+    /// the connection may be broken (it then goes back to the pool, whose health check
+    /// replaces it).
+    fn failed(&self, conn: &Conn, e: &RedisError) -> Error {
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+            || e.is_unrecoverable_error()
+            || e.is_connection_refusal()
+        {
+            *self.shared.slot(conn.slot) = None;
+        }
+        self.redactor.redis(e)
     }
 
     /// Runs `script` with `ARGV = [prefix, args...]`.
@@ -225,11 +315,112 @@ impl RedisStore {
         let mut call = script.prepare_invoke();
         call.arg(self.prefix.as_bytes());
         for arg in args.0 {
-            call.arg(arg.as_slice());
+            call.arg(arg);
         }
-        call.invoke_async(&mut conn)
+        match call.invoke_async(&mut conn.conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.failed(&conn, &e)),
+        }
+    }
+
+    /// Enqueues one event (its `enqueue` script arguments, prefix excluded), written
+    /// in one script call together with the enqueues made meanwhile.
+    async fn enqueue_batched(&self, args: Args) -> Result<Value> {
+        let (reply, rx) = oneshot::channel();
+        let sender = {
+            let mut enqueuer = self.enqueuer.lock().unwrap_or_else(PoisonError::into_inner);
+            match enqueuer.as_ref() {
+                Some(tx) if !tx.is_closed() => tx.clone(),
+                // None yet, or its runtime is gone: (re)start it on the caller's runtime.
+                _ => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    // The writer holds no sender: it stops once every clone of the
+                    // store is gone.
+                    let writer = Self {
+                        pool: self.pool.clone(),
+                        shared: Arc::clone(&self.shared),
+                        enqueuer: Arc::default(),
+                        prefix: Arc::clone(&self.prefix),
+                        redactor: Arc::clone(&self.redactor),
+                    };
+                    tokio::spawn(writer.write_enqueues(rx));
+                    *enqueuer = Some(tx.clone());
+                    tx
+                }
+            }
+        };
+        sender
+            .send(EnqueueJob {
+                args: args.0,
+                reply,
+            })
+            .map_err(|_| Error::Unavailable("redis enqueue writer stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("redis enqueue writer stopped".into()))?
+    }
+
+    /// Writes queued enqueues, up to [`ENQUEUE_BATCH`] per script call and
+    /// [`ENQUEUE_IN_FLIGHT`] calls at a time: under load, enqueues that arrive while
+    /// calls are in flight share the next one.
+    async fn write_enqueues(self, mut rx: mpsc::UnboundedReceiver<EnqueueJob>) {
+        let permits = Arc::new(Semaphore::new(ENQUEUE_IN_FLIGHT));
+        while let Some(first) = rx.recv().await {
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return;
+            };
+            let mut jobs = vec![first];
+            while jobs.len() < ENQUEUE_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let store = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                store.write_batch(jobs).await;
+            });
+        }
+    }
+
+    async fn write_batch(&self, jobs: Vec<EnqueueJob>) {
+        let mut args = Args::new().num(jobs.len());
+        for job in &jobs {
+            args = args.num(job.args.len());
+            args.0.extend(job.args.iter().cloned());
+        }
+        let replies = self
+            .eval(&SCRIPTS.enqueue, args)
             .await
-            .map_err(|e| self.redactor.redis(&e))
+            .and_then(array)
+            .and_then(|r| {
+                if r.len() == jobs.len() {
+                    Ok(r)
+                } else {
+                    Err(corrupt("enqueue replied with the wrong count"))
+                }
+            });
+        match replies {
+            Ok(replies) => {
+                for (job, reply) in jobs.into_iter().zip(replies) {
+                    let _ = job.reply.send(Ok(reply));
+                }
+            }
+            Err(e) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(replicate(&e)));
+                }
+            }
+        }
+    }
+
+    /// Runs one command.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let mut conn = self.conn().await?;
+        match cmd.query_async(&mut conn.conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.failed(&conn, &e)),
+        }
     }
 }
 
@@ -262,13 +453,13 @@ impl Store for RedisStore {
     }
 
     async fn get_endpoint(&self, id: &EndpointId) -> Result<Option<Endpoint>> {
-        let mut conn = self.conn().await?;
-        let json: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(format!("{}:ep:{id}", self.prefix))
-            .arg("json")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.redactor.redis(&e))?;
+        let json: Option<Vec<u8>> = self
+            .query(
+                redis::cmd("HGET")
+                    .arg(format!("{}:ep:{id}", self.prefix))
+                    .arg("json"),
+            )
+            .await?;
         json.map(|j| {
             serde_json::from_slice(&j).map_err(|e| corrupt(format!("stored endpoint {id}: {e}")))
         })
@@ -318,7 +509,7 @@ impl Store for RedisStore {
             let key = IdempotencyKey::new(event.id.clone(), id.clone(), event.tenant_id.clone());
             args = args.str(id.as_str()).str(&delivery_key(&key));
         }
-        let mut reply = array(self.eval(&SCRIPTS.enqueue, args).await?)?.into_iter();
+        let mut reply = array(self.enqueue_batched(args).await?)?.into_iter();
         let status = text(reply.next().unwrap_or_default())?;
         let mut next = || reply.next().ok_or_else(|| corrupt("short enqueue reply"));
         match status.as_str() {

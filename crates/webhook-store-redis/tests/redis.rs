@@ -321,3 +321,136 @@ async fn an_unreachable_server_is_unavailable_and_the_password_stays_hidden() {
     assert!(matches!(err, Error::Invalid { .. }), "{err:?}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+fn event_ids(claimed: &[webhook_core::Claimed]) -> Vec<String> {
+    claimed
+        .iter()
+        .map(|c| c.delivery.key.event_id.to_string())
+        .collect()
+}
+
+fn delivered(claimed: &webhook_core::Claimed, now: i64) -> webhook_core::Finished {
+    webhook_core::Finished {
+        lease: claimed.lease.clone(),
+        completion: Completion::Delivered {
+            attempt: webhook_core::Attempt::response(t(now), Duration::ZERO, 200, b""),
+        },
+    }
+}
+
+#[tokio::test]
+async fn priority_holds_through_expired_leases_retries_and_a_switch_to_strict() {
+    let url = support::redis_url();
+    let cleanup = support::Cleanup::new(&url);
+    let store = store(&cleanup, &url, "priority").await;
+    for id in ["p", "s"] {
+        store
+            .put_endpoint(&Endpoint::new(id, "https://example.test/"))
+            .await
+            .unwrap();
+    }
+    for (id, priority) in [("lo", 0), ("hi", 3)] {
+        store
+            .enqueue(
+                &Event::new(id, "x").with_priority(priority),
+                &ids(&["p"]),
+                t(0),
+            )
+            .await
+            .unwrap();
+    }
+    let first = store
+        .claim(&ClaimRequest::new(t(0), LEASE, 1))
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&first), ["hi"]);
+    let second = store
+        .claim(&ClaimRequest::new(t(0), LEASE, 1))
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&second), ["lo"]);
+
+    // Both leases expire at t(30): they come back by priority.
+    let again = store
+        .claim(&ClaimRequest::new(t(31), LEASE, 1))
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&again), ["hi"]);
+    let stale = store
+        .complete(&[delivered(&first[0], 31)], t(31))
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.lease_lost.len(),
+        1,
+        "the first lease of hi was taken over"
+    );
+    store
+        .enqueue(
+            &Event::new("mid", "x").with_priority(1),
+            &ids(&["p"]),
+            t(31),
+        )
+        .await
+        .unwrap();
+    let rest = store
+        .claim(&ClaimRequest::new(t(31), LEASE, 10))
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&rest), ["mid", "lo"], "priority before due time");
+
+    // A retry waits for its time, then goes through the ready set again.
+    let lo = &rest[1];
+    let retry = webhook_core::Finished {
+        lease: lo.lease.clone(),
+        completion: Completion::Retry {
+            attempt: webhook_core::Attempt::failed(t(32), Duration::ZERO, "boom"),
+            next_attempt_at: t(40),
+        },
+    };
+    assert_eq!(store.complete(&[retry], t(32)).await.unwrap().applied, 1);
+    assert!(
+        store
+            .claim(&ClaimRequest::new(t(35), LEASE, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retried = store
+        .claim(&ClaimRequest::new(t(40), LEASE, 10))
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&retried), ["lo"]);
+
+    // Ready work of an endpoint that turns strict goes oldest first.
+    for (id, priority) in [("s1", 0), ("s2", 5)] {
+        store
+            .enqueue(
+                &Event::new(id, "x").with_priority(priority),
+                &ids(&["s"]),
+                t(0),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .put_endpoint(&Endpoint::new("s", "https://example.test/").with_ordering(Ordering::Strict))
+        .await
+        .unwrap();
+    let mut request = ClaimRequest::new(t(50), LEASE, 10);
+    request.endpoint_limits.insert("p".into(), 0);
+    let s1 = store.claim(&request).await.unwrap();
+    assert_eq!(event_ids(&s1), ["s1"]);
+    assert!(store.claim(&request).await.unwrap().is_empty(), "strict");
+    store
+        .complete(&[delivered(&s1[0], 50)], t(50))
+        .await
+        .unwrap();
+    let s2 = store.claim(&request).await.unwrap();
+    assert_eq!(event_ids(&s2), ["s2"]);
+    store
+        .complete(&[delivered(&s2[0], 50)], t(50))
+        .await
+        .unwrap();
+    assert!(keys(&store, "rdy:s").await.is_empty(), "no ready set left");
+}

@@ -6,7 +6,7 @@ redis.call('ZREM', K_ENDPOINTS, id)
 for _, seq in ipairs(redis.call('SMEMBERS', k_epd(id))) do
   remove_delivery(seq)
 end
-redis.call('DEL', k_sched(id), k_unf(id), k_epd(id))
+redis.call('DEL', k_sched(id), k_rdy(id), k_unf(id), k_epd(id))
 redis.call('ZREM', K_DUE, id)
 redis.call('ZREM', K_ACTIVE, id)
 return 1
