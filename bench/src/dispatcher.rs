@@ -315,8 +315,7 @@ async fn fairness(receiver: &Arc<Receiver>, figures: &mut Vec<Figure>) {
         }
         let target = receiver.count() + 50 * 400;
         let start = Instant::now();
-        for (n, id) in healthy.iter().enumerate() {
-            let _ = n;
+        for id in &healthy {
             dispatch_all(
                 &dispatcher,
                 &format!("{id}-"),

@@ -3,10 +3,7 @@
 mod support;
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering::SeqCst},
-    },
+    sync::{Arc, atomic::Ordering::SeqCst},
     time::{Duration, Instant},
 };
 
@@ -741,14 +738,12 @@ async fn a_slow_endpoint_does_not_hold_up_the_others() {
             .await
             .unwrap();
     }
-    let counted = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     for i in 0..100 {
         dispatcher
             .dispatch(Event::new(format!("f{i}"), "{}"), vec!["fast".into()])
             .await
             .unwrap();
-        counted.fetch_add(1, SeqCst);
     }
     fast.wait_for(100, Duration::from_millis(1500)).await;
     assert!(
