@@ -110,6 +110,12 @@ impl App {
         F: Future<Output = ()> + Send + 'static,
     {
         tracing::info!(addr = %listener.local_addr()?, "listening");
+        // Small JSON answers go out at once instead of waiting on Nagle's algorithm.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await;
