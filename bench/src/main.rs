@@ -3,6 +3,7 @@
 //! "baseline", "baseline_value", "ratio"}]}`. Run through `cargo xtask bench`.
 
 mod api;
+mod chaos;
 mod dispatcher;
 mod receiver;
 mod report;
@@ -11,11 +12,21 @@ mod stores;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let scenario = std::env::args().nth(1).unwrap_or_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let scenario = args.first().cloned().unwrap_or_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if scenario == "chaos" {
+        return match runtime.block_on(chaos::run(&args[1..])) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chaos: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let figures = match scenario.as_str() {
         "dispatcher" => runtime.block_on(dispatcher::run()),
         "stores" => runtime.block_on(stores::run()),

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Some("purity") => purity(),
         Some("bench") => bench(&args[1..]),
         Some("integration") => integration(),
+        Some("chaos") => chaos(&args[1..]),
         _ => Err(usage()),
     };
     match result {
@@ -33,7 +34,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask <command>\n\n  ci      fmt, clippy -D warnings, all tests (with throwaway PostgreSQL and Redis), cargo deny, purity check\n  integration  the store and end-to-end tests against PostgreSQL and Redis\n  purity  check that webhook-core and webhook-sdk pull in no runtime, HTTP stack or database client\n  bench [SCENARIO]  run benchmarks (dispatcher, stores, api); figures go to target/bench/<scenario>.json".to_owned()
+    "usage: cargo xtask <command>\n\n  ci      fmt, clippy -D warnings, all tests (with throwaway PostgreSQL and Redis), cargo deny, purity check\n  integration  the store and end-to-end tests against PostgreSQL and Redis\n  purity  check that webhook-core and webhook-sdk pull in no runtime, HTTP stack or database client\n  bench [SCENARIO]  run benchmarks (dispatcher, stores, api); figures go to target/bench/<scenario>.json\n  chaos [--events N] [--kills K]  SIGKILL webhookd (embedded store) under load; report in target/chaos/report.json".to_owned()
 }
 
 fn ci() -> Result {
@@ -157,6 +158,32 @@ fn deny() -> Result {
         cargo(&["install", "cargo-deny", "--locked"])?;
     }
     cargo(&["deny", "check", "licenses", "bans", "sources"])
+}
+
+/// Kills and restarts webhookd under load and checks nothing accepted is lost (see
+/// `bench/src/chaos.rs`).
+fn chaos(args: &[String]) -> Result {
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "webhookd",
+        "--package",
+        "webhook-bench",
+    ])?;
+    let target = env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
+    let bin = format!("{target}/release/webhookd");
+    let mut run = vec![
+        "run",
+        "--quiet",
+        "--release",
+        "--package",
+        "webhook-bench",
+        "--",
+        "chaos",
+    ];
+    run.extend(args.iter().map(String::as_str));
+    cargo_with(&run, &[("WEBHOOKD_BIN", bin.as_str())])
 }
 
 /// Benchmark scenarios, in the order `cargo xtask bench` runs them.
