@@ -66,13 +66,8 @@ async fn delivers_signed_request_with_stable_id_and_custom_headers() {
     assert_eq!(got.header("webhook-id"), Some("evt_1"));
     assert_eq!(got.header("x-team"), Some("payments"));
     assert_eq!(got.header("content-type"), Some("application/json"));
-    let headers: Vec<(&str, &str)> = got
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
     WebhookReceiver::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-        .verify_signature(&headers[..], &got.body)
+        .verify_signature(&got.headers, &got.body)
         .expect("signature verifies with webhook-sdk");
 
     let record = final_state(&dispatcher, &key("evt_1", "orders")).await;
@@ -106,14 +101,9 @@ async fn legacy_schemes_are_selectable_per_endpoint() {
         signature.starts_with("t=") && signature.contains(",v1="),
         "{signature}"
     );
-    let headers: Vec<(&str, &str)> = got
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
     WebhookReceiver::new(b"supersecret")
         .with_scheme(SignatureScheme::InlineTimestamp)
-        .verify_signature(&headers[..], &got.body)
+        .verify_signature(&got.headers, &got.body)
         .unwrap();
 }
 
@@ -143,11 +133,7 @@ async fn retries_a_500_then_succeeds_with_the_same_webhook_id() {
     ));
     let statuses: Vec<_> = record.attempts.iter().map(|a| a.status).collect();
     assert_eq!(statuses, vec![Some(500), Some(200)]);
-    let ids: Vec<_> = receiver
-        .received()
-        .iter()
-        .map(|r| r.header("webhook-id").unwrap().to_owned())
-        .collect();
+    let ids = support::webhook_ids(&receiver.received());
     assert_eq!(ids, vec!["e1", "e1"], "webhook-id is stable across retries");
 }
 
@@ -423,14 +409,9 @@ async fn batching_sends_one_signed_array_and_tracks_each_event() {
     let items: usize = requests
         .iter()
         .map(|r| {
-            let headers: Vec<(&str, &str)> = r
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
             let receiver = WebhookReceiver::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
             receiver
-                .verify_signature(&headers[..], &r.body)
+                .verify_signature(&r.headers, &r.body)
                 .expect("batch is signed");
             receiver.parse_batch(&r.body).unwrap().len()
         })
@@ -463,10 +444,7 @@ async fn strict_ordering_keeps_dispatch_order_through_retries() {
             .unwrap();
     }
     let got = receiver.wait_for(7, WAIT).await;
-    let ids: Vec<_> = got
-        .iter()
-        .map(|r| r.header("webhook-id").unwrap().to_owned())
-        .collect();
+    let ids = support::webhook_ids(&got);
     assert_eq!(ids, vec!["e0", "e0", "e0", "e1", "e2", "e3", "e4"]);
 }
 
@@ -801,9 +779,6 @@ async fn higher_priority_events_overtake_a_backlog() {
         .await
         .unwrap();
     let got = receiver.wait_for(4, WAIT).await;
-    let ids: Vec<_> = got
-        .iter()
-        .map(|r| r.header("webhook-id").unwrap().to_owned())
-        .collect();
+    let ids = support::webhook_ids(&got);
     assert_eq!(ids, ["l0", "urgent", "l1", "l2"]);
 }

@@ -191,6 +191,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         .unwrap()
 }
 
+/// The `webhook-id` of each request, in arrival order.
+pub fn webhook_ids(received: &[Received]) -> Vec<String> {
+    received
+        .iter()
+        .map(|r| {
+            r.header("webhook-id")
+                .expect("webhook-id header")
+                .to_owned()
+        })
+        .collect()
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
 where
