@@ -13,6 +13,11 @@ use crate::{Error, Result};
 /// half-open and all trial slots are taken.
 pub const HALF_OPEN_BUSY_WAIT: Duration = Duration::from_secs(1);
 
+/// The longest `open_timeout` [`CircuitBreakerConfig::validate`] accepts: 30 days. The
+/// wait [`CircuitBreaker::try_acquire`] reports is never longer, even for a config that
+/// was not validated (callers add it to the current time, which must not overflow).
+pub const MAX_OPEN_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
+
 /// Circuit breaker settings. In JSON `open_timeout` is a human string such as `"60s"`;
 /// missing fields take their [`Default`] values.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +52,8 @@ impl CircuitBreakerConfig {
     /// # Errors
     /// [`Error::Invalid`] naming the field (`circuit_breaker.failure_threshold`,
     /// `circuit_breaker.success_threshold`, `circuit_breaker.open_timeout`,
-    /// `circuit_breaker.half_open_max_requests`) if it is zero.
+    /// `circuit_breaker.half_open_max_requests`) if it is zero, and on
+    /// `circuit_breaker.open_timeout` if it is above [`MAX_OPEN_TIMEOUT`].
     pub fn validate(&self) -> Result<()> {
         let checks = [
             (self.failure_threshold, "circuit_breaker.failure_threshold"),
@@ -64,6 +70,15 @@ impl CircuitBreakerConfig {
             return Err(Error::invalid(
                 "circuit_breaker.open_timeout",
                 "must be greater than zero",
+            ));
+        }
+        if self.open_timeout > MAX_OPEN_TIMEOUT {
+            return Err(Error::invalid(
+                "circuit_breaker.open_timeout",
+                format!(
+                    "must be at most {}",
+                    crate::retry::format_duration(MAX_OPEN_TIMEOUT)
+                ),
             ));
         }
         Ok(())
@@ -129,8 +144,8 @@ impl CircuitBreaker {
     ///
     /// # Errors
     /// `Err(wait)` if the request must not be sent: when open, `wait` is the time left until
-    /// the breaker turns half-open; when half-open with every trial slot taken, it is
-    /// [`HALF_OPEN_BUSY_WAIT`]. A granted request must be followed by
+    /// the breaker turns half-open (at most [`MAX_OPEN_TIMEOUT`]); when half-open with
+    /// every trial slot taken, it is [`HALF_OPEN_BUSY_WAIT`]. A granted request must be followed by
     /// [`on_success`](Self::on_success), [`on_failure`](Self::on_failure) or
     /// [`release`](Self::release).
     pub fn try_acquire(&mut self, now: Instant) -> Result<(), Duration> {
@@ -140,7 +155,8 @@ impl CircuitBreaker {
             Inner::Open { since } => Err(self
                 .config
                 .open_timeout
-                .saturating_sub(now.saturating_duration_since(*since))),
+                .saturating_sub(now.saturating_duration_since(*since))
+                .min(MAX_OPEN_TIMEOUT)),
             Inner::HalfOpen { in_flight, .. } => {
                 if *in_flight < self.config.half_open_max_requests {
                     *in_flight += 1;

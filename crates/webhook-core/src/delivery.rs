@@ -241,7 +241,11 @@ impl Delivery {
                 ),
             ));
         }
-        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        // A lease too long to represent ends at the end of time rather than panicking.
+        let until = chrono::Duration::from_std(lease)
+            .ok()
+            .and_then(|lease| now.checked_add_signed(lease))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         self.lease_token += 1;
         self.state = DeliveryState::InFlight { lease_until: until };
         self.updated_at = now;

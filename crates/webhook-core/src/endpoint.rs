@@ -327,20 +327,43 @@ impl Endpoint {
         }
         EventTypeFilter::new(&self.event_types)?;
         for (name, value) in &self.headers {
-            let token = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !token {
+            if !is_header_name(name) {
                 return Err(Error::invalid(
                     "headers",
                     format!("{name:?} is not a valid header name"),
                 ));
             }
-            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            if is_reserved_header(name, &self.signature_scheme) {
+                return Err(Error::invalid(
+                    "headers",
+                    format!("{name:?} is set by the dispatcher and cannot be overridden"),
+                ));
+            }
+            // HTTP field values: no control characters but horizontal tab.
+            if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                 return Err(Error::invalid(
                     "headers",
                     format!("value of {name:?} contains a control character"),
+                ));
+            }
+        }
+        if let SignatureScheme::SplitTimestamp {
+            signature_header,
+            timestamp_header,
+        } = &self.signature_scheme
+        {
+            for name in [signature_header, timestamp_header] {
+                if !is_header_name(name) {
+                    return Err(Error::invalid(
+                        "signature_scheme",
+                        format!("{name:?} is not a valid header name"),
+                    ));
+                }
+            }
+            if signature_header.eq_ignore_ascii_case(timestamp_header) {
+                return Err(Error::invalid(
+                    "signature_scheme",
+                    "the signature and timestamp headers must differ",
                 ));
             }
         }
@@ -381,6 +404,43 @@ impl Endpoint {
     pub fn subscribes_to(&self, event_type: &str) -> bool {
         EventTypeFilter::new(&self.event_types).is_ok_and(|f| f.matches(event_type))
     }
+}
+
+/// Whether the dispatcher sets `name` itself (framing, compression, signing), so an
+/// endpoint's custom header must not override or duplicate it.
+fn is_reserved_header(name: &str, scheme: &SignatureScheme) -> bool {
+    const RESERVED: [&str; 10] = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+        "content-encoding",
+        webhook_sdk::headers::WEBHOOK_ID,
+        webhook_sdk::headers::WEBHOOK_TIMESTAMP,
+        webhook_sdk::headers::WEBHOOK_SIGNATURE,
+    ];
+    let timestamp_header = match scheme {
+        SignatureScheme::SplitTimestamp {
+            timestamp_header, ..
+        } => Some(timestamp_header.as_str()),
+        _ => None,
+    };
+    RESERVED
+        .iter()
+        .copied()
+        .chain([scheme.signature_header()])
+        .chain(timestamp_header)
+        .any(|reserved| reserved.eq_ignore_ascii_case(name))
+}
+
+/// Whether `name` is an HTTP header name (an RFC 9110 token).
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Checks that `url` is an absolute `http` or `https` URL with a host.
@@ -506,6 +566,29 @@ mod tests {
         Endpoint::new("e", "http://127.0.0.1:8080/hook")
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn headers_the_dispatcher_sets_are_reserved() {
+        for name in ["Webhook-Signature", "webhook-id", "Content-Length", "host"] {
+            let ep = Endpoint::new("e", "https://x.test").with_header(name, "v");
+            match ep.validate() {
+                Err(Error::Invalid { field, .. }) => assert_eq!(field, "headers", "{name}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        let split = Endpoint::new("e", "https://x.test")
+            .with_signature_scheme(SignatureScheme::split_timestamp());
+        assert!(
+            split
+                .clone()
+                .with_header("X-Webhook-Timestamp", "1")
+                .validate()
+                .is_err()
+        );
+        // Content-Type may be overridden (e.g. a CloudEvents media type).
+        let ep = Endpoint::new("e", "https://x.test").with_header("Content-Type", "text/plain");
+        assert!(ep.validate().is_ok());
     }
 
     #[test]

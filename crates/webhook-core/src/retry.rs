@@ -16,6 +16,13 @@ use crate::{Error, Result};
 /// delivery parked for longer would outlive most retention windows.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
+/// The longest delay a policy may ask for between two attempts: 30 days.
+///
+/// [`RetryPolicy::validate`] (and [`RetryPolicy::schedule`]) refuse longer delays, and
+/// [`RetryPolicy::delay`] never returns more, even for a policy that was not validated:
+/// callers add the delay to the current time, which must not overflow.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 86_400);
+
 /// How a failed delivery is retried.
 ///
 /// In JSON the variant is the `kind` field and durations are human strings:
@@ -139,7 +146,7 @@ impl RetryPolicy {
     ///
     /// # Errors
     /// [`Error::Invalid`] on `retry_policy.schedule` if the list is empty or an entry does
-    /// not parse; the message names the entry.
+    /// not parse or is longer than [`MAX_RETRY_DELAY`]; the message names the entry.
     pub fn schedule<I, S>(items: I) -> Result<Self>
     where
         I: IntoIterator<Item = S>,
@@ -150,12 +157,20 @@ impl RetryPolicy {
             .enumerate()
             .map(|(i, item)| {
                 let item = item.as_ref();
-                parse_duration_inner(item).map_err(|e| {
-                    Error::invalid(
-                        "retry_policy.schedule",
-                        format!("entry [{i}] {item:?}: {e}"),
-                    )
-                })
+                parse_duration_inner(item)
+                    .and_then(|d| {
+                        if d > MAX_RETRY_DELAY {
+                            Err(too_long())
+                        } else {
+                            Ok(d)
+                        }
+                    })
+                    .map_err(|e| {
+                        Error::invalid(
+                            "retry_policy.schedule",
+                            format!("entry [{i}] {item:?}: {e}"),
+                        )
+                    })
             })
             .collect::<Result<Vec<_>>>()?;
         if delays.is_empty() {
@@ -196,10 +211,10 @@ impl RetryPolicy {
     ///
     /// `jitter_sample` is a uniform random number in `[0, 1)` from the caller; values
     /// outside are clamped and NaN means no jitter. [`RetryPolicy::Schedule`] ignores it.
-    /// The result is never above the backoff's `max` and never panics, even for invalid
-    /// policies.
+    /// The result is never above the backoff's `max` nor above [`MAX_RETRY_DELAY`], and
+    /// this never panics, even for invalid policies.
     pub fn delay(&self, attempt: u32, jitter_sample: f64) -> Duration {
-        match self {
+        let delay = match self {
             Self::Exponential(b) => b.delay(attempt, jitter_sample),
             Self::Schedule(s) => {
                 let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
@@ -209,7 +224,8 @@ impl RetryPolicy {
                     .copied()
                     .unwrap_or(Duration::ZERO)
             }
-        }
+        };
+        delay.min(MAX_RETRY_DELAY)
     }
 
     /// What to do after a retryable failure, given the attempts made so far (including the
@@ -235,8 +251,9 @@ impl RetryPolicy {
     ///
     /// # Errors
     /// [`Error::Invalid`] naming the field: `retry_policy.initial` (zero),
-    /// `retry_policy.max` (below `initial`), `retry_policy.multiplier` (below 1 or not
-    /// finite), `retry_policy.jitter` (outside `[0, 1]`), `retry_policy.schedule` (empty),
+    /// `retry_policy.max` (below `initial`, or above [`MAX_RETRY_DELAY`]),
+    /// `retry_policy.multiplier` (below 1 or not finite), `retry_policy.jitter` (outside
+    /// `[0, 1]`), `retry_policy.schedule` (empty, or a delay above [`MAX_RETRY_DELAY`]),
     /// `retry_policy.max_attempts` (zero).
     pub fn validate(&self) -> Result<()> {
         match self {
@@ -255,6 +272,12 @@ impl RetryPolicy {
                             format_duration(b.max),
                             format_duration(b.initial)
                         ),
+                    ));
+                }
+                if b.max > MAX_RETRY_DELAY {
+                    return Err(Error::invalid(
+                        "retry_policy.max",
+                        format!("{}: {}", format_duration(b.max), too_long()),
                     ));
                 }
                 if !(b.multiplier.is_finite() && b.multiplier >= 1.0) {
@@ -280,6 +303,17 @@ impl RetryPolicy {
                         "needs at least one delay",
                     ));
                 }
+                if let Some((i, d)) = s
+                    .delays
+                    .iter()
+                    .enumerate()
+                    .find(|(_, d)| **d > MAX_RETRY_DELAY)
+                {
+                    return Err(Error::invalid(
+                        "retry_policy.schedule",
+                        format!("entry [{i}] {}: {}", format_duration(*d), too_long()),
+                    ));
+                }
             }
         }
         if self.max_attempts() == 0 {
@@ -290,6 +324,14 @@ impl RetryPolicy {
         }
         Ok(())
     }
+}
+
+/// The message for a delay above [`MAX_RETRY_DELAY`].
+fn too_long() -> String {
+    format!(
+        "longer than the maximum retry delay of {}",
+        format_duration(MAX_RETRY_DELAY)
+    )
 }
 
 /// What to do after a retryable failure.

@@ -169,3 +169,188 @@ proptest! {
         let _ = Verifier::new(b"secret", scheme).verify(&headers, &body, timestamp);
     }
 }
+
+/// Printable secrets that do not start with `whsec_`: distinct ones are distinct HMAC
+/// keys (no NUL padding, no base64 decoding to the same bytes).
+fn plain_secret() -> impl Strategy<Value = String> {
+    "[a-vx-z0-9!-/]{1,40}"
+}
+
+fn timed_scheme() -> impl Strategy<Value = SignatureScheme> {
+    scheme().prop_filter("has a timestamp", SignatureScheme::has_replay_protection)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Arbitrary headers never verify, whatever the scheme, the secrets and the
+    /// tolerance: even with every timestamp accepted, a signature must be computed.
+    #[test]
+    fn unsigned_requests_never_verify(
+        scheme in scheme(),
+        headers in headers(),
+        byte_headers in byte_headers(),
+        body in proptest::collection::vec(any::<u8>(), 0..128),
+        secrets in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..3),
+        now in any::<i64>(),
+    ) {
+        let verifier = Verifier::with_secrets(&secrets, scheme)
+            .with_tolerance(std::time::Duration::MAX)
+            .with_future_tolerance(std::time::Duration::MAX);
+        prop_assert!(verifier.verify(&headers, &body, now).is_err());
+        prop_assert!(verifier.verify(&byte_headers, &body, now).is_err());
+        for secret in &secrets {
+            prop_assert!(verify_webhook_request(
+                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                &body, secret, X_WEBHOOK_SIGNATURE, X_WEBHOOK_TIMESTAMP, u64::MAX, u64::MAX,
+            ).is_err());
+        }
+    }
+
+    /// A request signed with another secret never verifies, nor one whose body, id or
+    /// timestamp was changed after signing.
+    #[test]
+    fn other_secrets_and_tampering_are_rejected(
+        scheme in scheme(),
+        ours in plain_secret(),
+        theirs in plain_secret(),
+        body in proptest::collection::vec(any::<u8>(), 0..128),
+        msg_id in "[a-z0-9_]{1,20}",
+        timestamp in 0i64..4_000_000_000,
+    ) {
+        prop_assume!(ours != theirs);
+        let verifier = Verifier::new(&ours, scheme.clone());
+        let forged = scheme.sign(&SigningKey::new(theirs.as_bytes()), &msg_id, timestamp, &body);
+        prop_assert_eq!(
+            verifier.verify(&forged, &body, timestamp),
+            Err(webhook_sdk::VerifyError::NoMatchingSignature)
+        );
+        let genuine = scheme.sign(&SigningKey::new(ours.as_bytes()), &msg_id, timestamp, &body);
+        prop_assert_eq!(verifier.verify(&genuine, &body, timestamp), Ok(()));
+        let mut other_body = body.clone();
+        other_body.insert(0, b'x');
+        prop_assert!(verifier.verify(&genuine, &other_body, timestamp).is_err());
+        // The id is signed by Standard Webhooks only; the timestamp by every timed scheme.
+        let with = |name: &str, value: String| -> Vec<(String, String)> {
+            genuine.iter().map(|(k, v)| {
+                (k.to_string(), if k.eq_ignore_ascii_case(name) { value.clone() } else { v.clone() })
+            }).collect()
+        };
+        if scheme == SignatureScheme::StandardWebhooks {
+            let changed = with(WEBHOOK_ID, format!("{msg_id}x"));
+            prop_assert!(verifier.verify(&changed, &body, timestamp).is_err());
+            let changed = with(WEBHOOK_TIMESTAMP, (timestamp + 1).to_string());
+            prop_assert!(verifier.verify(&changed, &body, timestamp).is_err());
+        }
+        if let SignatureScheme::SplitTimestamp { timestamp_header, .. } = &scheme {
+            let changed = with(timestamp_header, (timestamp - 1).to_string());
+            prop_assert!(verifier.verify(&changed, &body, timestamp).is_err());
+        }
+    }
+
+    /// Timestamps outside the window are refused before any signature is checked, by
+    /// every scheme that signs one; `BodyOnly` ignores time.
+    #[test]
+    fn stale_and_future_timestamps_are_refused(
+        scheme in timed_scheme(),
+        body in proptest::collection::vec(any::<u8>(), 0..64),
+        timestamp in -4_000_000_000i64..4_000_000_000,
+        tolerance in 0u64..100_000,
+        beyond in 1i64..1_000_000,
+    ) {
+        let key = SigningKey::new(b"secret");
+        let headers = scheme.sign(&key, "msg_1", timestamp, &body);
+        let verifier = Verifier::new(b"secret", scheme)
+            .with_tolerance(std::time::Duration::from_secs(tolerance))
+            .with_future_tolerance(std::time::Duration::from_secs(tolerance));
+        let tol = i64::try_from(tolerance).unwrap();
+        prop_assert_eq!(verifier.verify(&headers, &body, timestamp + tol), Ok(()));
+        prop_assert_eq!(verifier.verify(&headers, &body, timestamp - tol), Ok(()));
+        prop_assert_eq!(
+            verifier.verify(&headers, &body, timestamp + tol + beyond),
+            Err(webhook_sdk::VerifyError::Expired)
+        );
+        prop_assert_eq!(
+            verifier.verify(&headers, &body, timestamp - tol - beyond),
+            Err(webhook_sdk::VerifyError::FutureTimestamp)
+        );
+        let body_only = SignatureScheme::BodyOnly.sign(&key, "m", timestamp, &body);
+        prop_assert_eq!(
+            Verifier::new(b"secret", SignatureScheme::BodyOnly).verify(&body_only, &body, i64::MAX),
+            Ok(())
+        );
+    }
+
+    /// Seed 000's free function accepts what the split scheme signs, within `max_age`
+    /// and never from the future.
+    #[test]
+    fn seed_000_round_trip(
+        secret in proptest::collection::vec(any::<u8>(), 0..48),
+        body in proptest::collection::vec(any::<u8>(), 0..128),
+        timestamp in 0u64..4_000_000_000,
+        age in 0u64..1_000,
+        max_age in 0u64..1_000,
+    ) {
+        let ts = i64::try_from(timestamp).unwrap();
+        let headers = SignatureScheme::split_timestamp().sign(&SigningKey::new(&secret), "m", ts, &body);
+        let result = verify_webhook_request(
+            headers.iter().map(|(k, v)| (k.as_ref(), v.as_str())),
+            &body, &secret, "x-webhook-signature", "X-WEBHOOK-TIMESTAMP", max_age, timestamp + age,
+        );
+        if age <= max_age {
+            prop_assert_eq!(result, Ok(()));
+        } else {
+            prop_assert_eq!(result, Err(webhook_sdk::VerifyError::Expired));
+        }
+        if timestamp > 0 {
+            prop_assert_eq!(
+                verify_webhook_request(
+                    headers.iter().map(|(k, v)| (k.as_ref(), v.as_str())),
+                    &body, &secret, X_WEBHOOK_SIGNATURE, X_WEBHOOK_TIMESTAMP, max_age, timestamp - 1,
+                ),
+                Err(webhook_sdk::VerifyError::FutureTimestamp)
+            );
+        }
+    }
+
+    /// Scheme JSON (as stored on endpoints) from arbitrary bytes: parses or fails
+    /// cleanly, and what parses writes back to the same scheme.
+    #[test]
+    fn scheme_json_is_clean(
+        bytes in proptest::collection::vec(any::<u8>(), 0..80),
+        kind in "(standard_webhooks|split_timestamp|inline_timestamp|body_only|[a-z_]{0,12})",
+        sig in proptest::option::of(".{0,12}"),
+    ) {
+        let mut text = format!(r#"{{"kind":{}"#, serde_json::to_string(&kind).unwrap());
+        if let Some(sig) = sig {
+            text.push_str(&format!(r#","signature_header":{}"#, serde_json::to_string(&sig).unwrap()));
+        }
+        text.push('}');
+        for input in [bytes.as_slice(), text.as_bytes()] {
+            if let Ok(scheme) = serde_json::from_slice::<SignatureScheme>(input) {
+                let json = serde_json::to_vec(&scheme).unwrap();
+                prop_assert_eq!(serde_json::from_slice::<SignatureScheme>(&json).unwrap(), scheme);
+            }
+        }
+    }
+
+    /// Envelopes from arbitrary bytes (not only UTF-8): parse or fail cleanly; what
+    /// parses writes back to the same envelope, and a batch of one is that envelope.
+    #[test]
+    fn envelopes_from_bytes(
+        bytes in proptest::collection::vec(any::<u8>(), 0..200),
+        id in ".{0,10}",
+        ts in prop_oneof![any::<i64>().prop_map(|n| n.to_string()), Just("\"2024-01-31T12:00:00Z\"".to_owned()), Just("1.5".to_owned())],
+    ) {
+        let text = format!(r#"{{"id":{},"event":"t","timestamp":{ts},"version":"1"}}"#, serde_json::to_string(&id).unwrap());
+        for input in [bytes.as_slice(), text.as_bytes()] {
+            if let Ok(env) = Envelope::from_json(input) {
+                let json = serde_json::to_vec(&env).unwrap();
+                prop_assert_eq!(Envelope::from_json(&json).unwrap(), env.clone());
+                prop_assert_eq!(Envelope::batch_from_json(input).unwrap(), vec![env]);
+            } else {
+                let _ = Envelope::batch_from_json(input);
+            }
+        }
+    }
+}
