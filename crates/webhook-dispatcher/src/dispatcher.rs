@@ -640,8 +640,7 @@ impl Shared {
                     .decide(delivery.attempts + 1, retry_after, rand::random::<f64>())
                 {
                     Decision::Retry { after } => {
-                        let next_attempt_at = now
-                            + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+                        let next_attempt_at = later(now, after);
                         Completion::Retry {
                             attempt,
                             next_attempt_at,
@@ -782,6 +781,14 @@ async fn claim_loop(shared: Arc<Shared>) {
     }
 }
 
+/// `now + wait`, saturating at the end of time instead of panicking.
+fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(wait)
+        .ok()
+        .and_then(|wait| now.checked_add_signed(wait))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Takes up to `want` slots out of `max`, returning how many were taken.
 fn reserve(in_flight: &AtomicUsize, max: usize, want: usize) -> usize {
     let mut current = in_flight.load(SeqCst);
@@ -815,7 +822,7 @@ async fn start_delivery(shared: &Arc<Shared>, claimed: Claimed) {
     });
     if let Err(wait) = admitted {
         Stats::bump(&shared.stats.deferred, 1);
-        let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        let until = later(Utc::now(), wait);
         shared.finish(state, &claimed, Completion::Defer { until });
         return;
     }
@@ -839,7 +846,9 @@ async fn start_delivery(shared: &Arc<Shared>, claimed: Claimed) {
         }
         return;
     }
-    tokio::spawn(send_one(shared.clone(), state, claimed));
+    // Boxed: the attempt's future is a few KiB, and tokio copies a task's future
+    // several times (spawn, cell, completion); a box makes those copies a pointer.
+    tokio::spawn(Box::pin(send_one(shared.clone(), state, claimed)));
 }
 
 /// Runs `send` unless the dispatcher abandons in-flight work first.
@@ -1006,5 +1015,25 @@ async fn refresh_loop(shared: std::sync::Weak<Shared>) {
         if shared.refresh_endpoints().await.is_err() {
             shared.store_errors.fetch_add(1, Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_saturates_instead_of_overflowing() {
+        let now = Utc::now();
+        assert_eq!(
+            later(now, Duration::from_secs(2)),
+            now + chrono::Duration::seconds(2)
+        );
+        assert_eq!(later(now, Duration::MAX), DateTime::<Utc>::MAX_UTC);
+        let near_end = DateTime::<Utc>::MAX_UTC - chrono::Duration::seconds(1);
+        assert_eq!(
+            later(near_end, Duration::from_secs(60)),
+            DateTime::<Utc>::MAX_UTC
+        );
     }
 }

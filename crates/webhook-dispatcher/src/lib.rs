@@ -8,12 +8,14 @@ mod stats;
 mod telemetry;
 
 pub mod destination;
+pub mod sealing;
 pub mod transport;
 
 pub use config::{DispatcherConfig, OverflowPolicy};
 pub use destination::DestinationPolicy;
 pub use dispatcher::{DispatchReceipt, Dispatcher};
 pub use error::{Error, Result};
+pub use sealing::{SealingKey, SealingStore};
 pub use stats::Metrics;
 pub use transport::{Encoding, Transport, TransportConfig};
 

@@ -9,9 +9,9 @@ use std::{
 use axum::Router;
 use tokio::net::TcpListener;
 use webhook_core::{EndpointId, SignatureScheme, Store};
-use webhook_dispatcher::{DestinationPolicy, Dispatcher};
+use webhook_dispatcher::{DestinationPolicy, Dispatcher, SealingStore};
 
-use crate::{Settings, StoreSpec, auth::Auth};
+use crate::{Settings, StoreSpec, auth::Auth, settings::Limits};
 
 /// Why the service could not start.
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -27,6 +27,13 @@ pub(crate) struct AppState {
     pub(crate) dispatcher: Dispatcher,
     pub(crate) auth: Auth,
     pub(crate) max_body_bytes: usize,
+    pub(crate) limits: Limits,
+    /// The store under the secret-sealing layer, for reads that need no secret (counts).
+    pub(crate) raw_store: Arc<dyn Store>,
+    /// Held while an endpoint is checked against the limits and created, so that
+    /// concurrent creations in this process cannot overshoot
+    /// [`Limits::max_endpoints_per_tenant`] or both take the same id.
+    pub(crate) endpoint_creation: tokio::sync::Mutex<()>,
     pub(crate) webhook_secret: Option<String>,
     pub(crate) signature_scheme: SignatureScheme,
     pub(crate) target_url: Option<String>,
@@ -56,7 +63,9 @@ impl App {
     /// # Errors
     /// When the store cannot be opened or reached, or the settings are invalid.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let store = open_store(&settings).await?;
+        settings.limits.validate()?;
+        let raw_store = open_store(&settings).await?;
+        let store = seal_secrets(&settings, raw_store.clone()).await?;
         let mut config = settings.dispatcher;
         config.destination_policy = if settings.allow_private_destinations {
             DestinationPolicy::allow_all()
@@ -71,6 +80,9 @@ impl App {
             dispatcher,
             auth: Auth::new(settings.api_token.as_deref(), &settings.tenant_tokens),
             max_body_bytes: settings.max_body_bytes,
+            limits: settings.limits,
+            raw_store,
+            endpoint_creation: tokio::sync::Mutex::new(()),
             webhook_secret: settings.webhook_secret,
             signature_scheme: settings.signature_scheme,
             target_url: settings.target_url,
@@ -82,6 +94,7 @@ impl App {
             auth = state.auth.required(),
             ssrf_guard = !settings.allow_private_destinations,
             default_target = state.target_url.is_some(),
+            secret_encryption = settings.secret_encryption_key.is_some(),
             "webhookd ready"
         );
         Ok(Self {
@@ -168,6 +181,52 @@ async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
             )
         }
     })
+}
+
+/// Wraps the store in the secret-sealing layer (always: without a key it still refuses
+/// to hand out encrypted secrets as if they were plaintext), and checks that every
+/// stored secret can be read.
+async fn seal_secrets(
+    settings: &Settings,
+    raw: Arc<dyn Store>,
+) -> Result<Arc<dyn Store>, StartError> {
+    let store = match &settings.secret_encryption_key {
+        Some(key) => SealingStore::new(raw, key.clone()),
+        None => SealingStore::without_key(raw),
+    };
+    match store.check().await {
+        Ok(report) => {
+            if let Some(key) = store.key() {
+                tracing::info!(
+                    key_id = key.id(),
+                    encrypted = report.sealed,
+                    plaintext = report.plaintext,
+                    "endpoint secrets are encrypted in the store"
+                );
+                if report.plaintext > 0 {
+                    tracing::warn!(
+                        plaintext = report.plaintext,
+                        "some endpoint secrets are still stored in plaintext; each is \
+                         encrypted when its endpoint is next written (e.g. PUT /v1/endpoints/{{id}})"
+                    );
+                }
+            }
+        }
+        // The store is down: the dispatcher retries; secrets are checked as they are read.
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(error = %e, "cannot check the endpoint secrets now");
+        }
+        Err(e) => {
+            let hint = if store.key().is_some() {
+                "start webhookd with the key they were encrypted with"
+            } else {
+                "start webhookd with the key they were encrypted with \
+                 (--secret-encryption-key or WEBHOOKD_SECRET_ENCRYPTION_KEY)"
+            };
+            return Err(format!("cannot read the endpoint secrets: {e}; {hint}").into());
+        }
+    }
+    Ok(Arc::new(store))
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

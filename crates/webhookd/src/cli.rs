@@ -8,10 +8,13 @@
 //! The argument types do not implement `Debug`, so that tokens and secrets cannot be
 //! printed by accident; [`Settings`](crate::Settings) prints them redacted.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{ffi::OsStr, net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum, builder::TypedValueParser, error::ErrorKind};
 use webhook_core::{SignatureScheme, TenantId};
+use webhook_dispatcher::SealingKey;
+
+use crate::settings::Limits;
 
 /// `webhookd`: the webhook delivery service. With no subcommand it serves the HTTP API.
 #[derive(Parser)]
@@ -116,6 +119,48 @@ pub fn parse_tenant_token(s: &str) -> Result<TenantToken, String> {
     })
 }
 
+/// Parses a `--secret-encryption-key`: 32 bytes in base64.
+///
+/// # Errors
+/// A message that never contains the value.
+pub fn parse_sealing_key(s: &str) -> Result<SealingKey, String> {
+    SealingKey::from_base64(s).map_err(|e| match e {
+        webhook_dispatcher::Error::Invalid { message, .. } => {
+            format!("{message}; make one with `openssl rand -base64 32`")
+        }
+        other => other.to_string(),
+    })
+}
+
+/// A value parser for secret values: its errors never repeat the value (clap's own
+/// "invalid value '...'" message would print a token or key to the terminal and logs).
+#[derive(Clone, Copy)]
+pub struct SecretValue<T>(pub fn(&str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for SecretValue<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let name = arg.map_or_else(|| "value".to_owned(), |a| format!("{a}"));
+        let fail = |kind, message: String| {
+            clap::Error::raw(
+                kind,
+                format!("invalid value for {name} (not shown, it is secret): {message}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| fail(ErrorKind::InvalidUtf8, "not UTF-8".to_owned()))?;
+        (self.0)(text).map_err(|message| fail(ErrorKind::ValueValidation, message))
+    }
+}
+
 /// Parses a positive number of seconds (fractions allowed) into a [`Duration`].
 ///
 /// # Errors
@@ -128,7 +173,11 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     if !(secs.is_finite() && secs > 0.0) {
         return Err(format!("{s:?} must be a number of seconds above zero"));
     }
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d.is_zero() => Err(format!("{s:?} is below one nanosecond")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
 }
 
 /// Parses a non-negative number of seconds (zero allowed).
@@ -194,10 +243,24 @@ pub struct ServeArgs {
         env = "WEBHOOKD_TENANT_TOKENS",
         value_name = "TENANT=TOKEN",
         value_delimiter = ',',
-        value_parser = parse_tenant_token,
+        value_parser = SecretValue(parse_tenant_token),
         hide_env_values = true
     )]
     pub tenant_tokens: Vec<TenantToken>,
+
+    /// Encrypt endpoint signing secrets in the store with this key: 32 random bytes in
+    /// base64 (`openssl rand -base64 32`). AES-256-GCM, bound to the endpoint id.
+    /// Secrets stored before are read as they are and encrypted when next written.
+    /// Without it, secrets are stored in plaintext, and encrypted ones cannot be read
+    /// (webhookd refuses to start).
+    #[arg(
+        long,
+        env = "WEBHOOKD_SECRET_ENCRYPTION_KEY",
+        value_name = "BASE64_KEY",
+        value_parser = SecretValue(parse_sealing_key),
+        hide_env_values = true
+    )]
+    pub secret_encryption_key: Option<SealingKey>,
 
     /// Allow deliveries to loopback, private, link-local and metadata addresses (refused
     /// by default, against SSRF). Needed for a receiver on 127.0.0.1.
@@ -207,6 +270,42 @@ pub struct ServeArgs {
     /// Largest request body the API accepts, in bytes (also the largest payload).
     #[arg(long, env = "WEBHOOKD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Longest endpoint URL (and `target_url`), in bytes; at most 2048.
+    #[arg(
+        long,
+        env = "WEBHOOKD_MAX_URL_BYTES",
+        default_value_t = Limits::DEFAULT.max_url_bytes,
+        value_parser = clap::value_parser!(u64).range(1..=webhook_core::MAX_URL_LEN as u64).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    )]
+    pub max_url_bytes: usize,
+
+    /// Most custom headers an endpoint may have.
+    #[arg(
+        long,
+        env = "WEBHOOKD_MAX_ENDPOINT_HEADERS",
+        default_value_t = Limits::DEFAULT.max_endpoint_headers
+    )]
+    pub max_endpoint_headers: usize,
+
+    /// Largest total size of an endpoint's custom headers (names plus values), in bytes;
+    /// also the largest single value. Header names are at most 256 bytes.
+    #[arg(
+        long,
+        env = "WEBHOOKD_MAX_ENDPOINT_HEADER_BYTES",
+        default_value_t = Limits::DEFAULT.max_endpoint_header_bytes
+    )]
+    pub max_endpoint_header_bytes: usize,
+
+    /// Most endpoints per tenant (implicit `target_url` endpoints included); endpoints
+    /// without a tenant have the same limit between them.
+    #[arg(
+        long,
+        env = "WEBHOOKD_MAX_ENDPOINTS_PER_TENANT",
+        default_value_t = Limits::DEFAULT.max_endpoints_per_tenant,
+        value_parser = clap::value_parser!(u64).range(1..).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    )]
+    pub max_endpoints_per_tenant: usize,
 
     /// Log format.
     #[arg(long, env = "WEBHOOKD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -354,6 +453,67 @@ mod tests {
         assert_eq!(s.signature_scheme, SchemeName::BodyOnly);
         assert_eq!(s.log_format, LogFormat::Json);
         assert!(!format!("{:?}", s.tenant_tokens).contains("t1"));
+    }
+
+    #[test]
+    fn limit_flags_have_careful_defaults_and_bounds() {
+        let s = Cli::try_parse_from(["webhookd"]).unwrap().serve;
+        assert_eq!(
+            (
+                s.max_url_bytes,
+                s.max_endpoint_headers,
+                s.max_endpoint_header_bytes,
+                s.max_endpoints_per_tenant
+            ),
+            (2048, 32, 8192, 1000)
+        );
+        assert!(s.secret_encryption_key.is_none());
+        let s = Cli::try_parse_from([
+            "webhookd",
+            "--max-url-bytes",
+            "512",
+            "--max-endpoint-headers",
+            "4",
+            "--max-endpoint-header-bytes",
+            "100",
+            "--max-endpoints-per-tenant",
+            "7",
+        ])
+        .unwrap()
+        .serve;
+        let limits = crate::Settings::from_args(&s).unwrap().limits;
+        assert_eq!(
+            limits,
+            Limits {
+                max_url_bytes: 512,
+                max_endpoint_headers: 4,
+                max_endpoint_header_bytes: 100,
+                max_endpoints_per_tenant: 7,
+            }
+        );
+        for args in [
+            &["webhookd", "--max-url-bytes", "2049"][..],
+            &["webhookd", "--max-url-bytes", "0"],
+            &["webhookd", "--max-endpoints-per-tenant", "0"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn errors_about_secret_values_do_not_repeat_them() {
+        for args in [
+            &["webhookd", "--tenant-token", "bad/tenant=hunter2-token"][..],
+            &["webhookd", "--tenant-token", "hunter2-token"],
+            &["webhookd", "--secret-encryption-key", "hunter2-token"],
+        ] {
+            let Err(e) = Cli::try_parse_from(args) else {
+                panic!("{args:?} accepted");
+            };
+            let shown = e.to_string();
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("not shown, it is secret"), "{shown}");
+        }
     }
 
     #[test]

@@ -71,6 +71,36 @@ impl ApiError {
         )
     }
 
+    /// 409 `too_many_endpoints`: the scope already has `limit` endpoints.
+    ///
+    /// 409 rather than 422 or 429: the request itself is valid (422 would blame a field,
+    /// and `tenant` is often not in the body at all, being implied by a tenant token),
+    /// and waiting does not help (429 invites a retry after a delay). It conflicts with
+    /// the current state of the tenant's endpoints and succeeds once one is deleted,
+    /// which is what RFC 9110 describes for 409.
+    pub(crate) fn too_many_endpoints(
+        tenant: Option<&webhook_core::TenantId>,
+        limit: usize,
+    ) -> Self {
+        let scope = match tenant {
+            Some(t) => format!("tenant {:?} already has", t.as_str()),
+            None => "there are already".to_owned(),
+        };
+        let untenanted = if tenant.is_none() {
+            " without a tenant"
+        } else {
+            ""
+        };
+        Self::new(
+            StatusCode::CONFLICT,
+            "too_many_endpoints",
+            format!(
+                "{scope} {limit} endpoints{untenanted}, the most allowed \
+                 (--max-endpoints-per-tenant); delete one first"
+            ),
+        )
+    }
+
     /// 500, without details (they are logged).
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)

@@ -4,12 +4,34 @@ use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, FromRequestParts, Query, Request},
+    extract::{FromRequest, FromRequestParts, Path, Query, Request},
     http::{StatusCode, header, request::Parts},
 };
 use serde::de::DeserializeOwned;
 
 use crate::{app::AppState, error::ApiError};
+
+/// Ids from the path. An id that cannot be one (it percent-decodes to bytes that are
+/// not UTF-8) names nothing that exists: 404 in the API's error format, not axum's
+/// plain-text 400.
+pub(crate) struct PathIds<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathIds<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(ids) = Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no such resource: {}", rejection.body_text()),
+                )
+            })?;
+        Ok(Self(ids))
+    }
+}
 
 /// A JSON body: 400 when it is not JSON (or not sent as JSON), 413 when too large, 422
 /// naming the field when a field is missing, unknown or of the wrong type.

@@ -51,7 +51,12 @@ type Description = (
 fn describe(op: Op) -> Description {
     let bad = ("400", error("Malformed JSON or wrong Content-Type."));
     let big = ("413", error("The body is larger than --max-body-bytes."));
-    let invalid = ("422", error("An invalid field; `error.field` names it."));
+    let invalid = (
+        "422",
+        error(
+            "An invalid field; `error.field` names it. Includes a `url` / `target_url` longer than --max-url-bytes and `headers` over --max-endpoint-headers or --max-endpoint-header-bytes.",
+        ),
+    );
     let missing = ("404", error("Unknown id (or of another tenant)."));
     match op {
         Op::IngestEvent => (
@@ -65,6 +70,12 @@ fn describe(op: Op) -> Description {
                 ),
                 bad,
                 big,
+                (
+                    "409",
+                    error(
+                        "`too_many_endpoints`: a new `target_url` needs an implicit endpoint, and the tenant already has --max-endpoints-per-tenant endpoints. Nothing is stored.",
+                    ),
+                ),
                 invalid,
                 (
                     "503",
@@ -89,7 +100,12 @@ fn describe(op: Op) -> Description {
                 ("201", response("Created.", Some("EndpointCreated"))),
                 bad,
                 big,
-                ("409", error("An endpoint with this id exists.")),
+                (
+                    "409",
+                    error(
+                        "`conflict`: an endpoint with this id exists; or `too_many_endpoints`: the tenant (or, without one, the untenanted scope) already has --max-endpoints-per-tenant endpoints.",
+                    ),
+                ),
                 invalid,
             ],
         ),
@@ -241,7 +257,7 @@ fn components() -> Value {
                     "type": "object",
                     "required": ["code", "message"],
                     "properties": {
-                        "code": {"type": "string", "examples": ["invalid_field", "bad_request", "not_found", "unauthorized", "payload_too_large"]},
+                        "code": {"type": "string", "examples": ["invalid_field", "bad_request", "not_found", "unauthorized", "payload_too_large", "conflict", "too_many_endpoints"]},
                         "message": {"type": "string"},
                         "field": {"type": "string", "description": "The invalid field (422 only)."}
                     }
@@ -253,7 +269,7 @@ fn components() -> Value {
                 "required": ["payload"],
                 "properties": {
                     "payload": {"description": "Any JSON; its serialization is the request body sent."},
-                    "target_url": {"type": "string", "format": "uri", "description": "Deliver to this URL (an implicit endpoint per URL, signed with WEBHOOK_SECRET)."},
+                    "target_url": {"type": "string", "format": "uri", "description": "Deliver to this URL (an implicit endpoint per URL, signed with WEBHOOK_SECRET; it counts against --max-endpoints-per-tenant). At most --max-url-bytes bytes."},
                     "event_type": {"type": "string", "description": "Routes to endpoints whose globs match."},
                     "id": {"type": "string", "description": "Idempotency: the same id accepted twice is delivered once per endpoint. Generated when absent."},
                     "tenant": {"type": "string", "description": "Admin token only; a tenant token implies its tenant."}
@@ -357,13 +373,13 @@ fn components() -> Value {
                 "required": ["url"],
                 "properties": {
                     "id": {"type": "string", "description": "Generated as ep_<uuid> when absent. The prefix url_ is reserved."},
-                    "url": {"type": "string", "format": "uri"},
-                    "secret": {"type": "string", "description": "whsec_<base64> or any string (raw bytes). Generated when absent on create; kept when absent on replace."},
+                    "url": {"type": "string", "format": "uri", "description": "At most --max-url-bytes bytes (default 2048)."},
+                    "secret": {"type": "string", "description": "whsec_<base64> or any string (raw bytes), not starting with \"sealed:\". Generated when absent on create; kept when absent on replace. Encrypted in the store when webhookd has --secret-encryption-key."},
                     "event_types": {"type": "array", "items": {"type": "string"}, "description": "Globs such as user.* ; empty: every type."},
                     "tenant": {"type": "string"},
                     "rate_limit": schema("RateLimit"),
                     "retry_policy": schema("RetryPolicy"),
-                    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "At most --max-endpoint-headers headers (default 32) of names up to 256 bytes, names and values totalling at most --max-endpoint-header-bytes (default 8192)."},
                     "timeout": duration,
                     "enabled": {"type": "boolean", "default": true},
                     "batching": schema("Batching"),

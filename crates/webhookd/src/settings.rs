@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use webhook_core::{CircuitBreakerConfig, RetryPolicy, SignatureScheme, TenantId};
-use webhook_dispatcher::DispatcherConfig;
+use webhook_dispatcher::{DispatcherConfig, SealingKey};
 
 use crate::cli::ServeArgs;
 
@@ -57,6 +57,58 @@ impl StoreSpec {
     }
 }
 
+/// Size and count limits of the API. Each is a flag; every refusal names the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest endpoint `url` and event `target_url`, in bytes (422 on the field). At
+    /// most [`webhook_core::MAX_URL_LEN`].
+    pub max_url_bytes: usize,
+    /// Most custom headers of one endpoint (422 on `headers`).
+    pub max_endpoint_headers: usize,
+    /// Largest total of an endpoint's header names and values, in bytes (422 on
+    /// `headers`); no single value may be larger either.
+    pub max_endpoint_header_bytes: usize,
+    /// Most endpoints of one tenant, implicit ones included; the endpoints without a
+    /// tenant share the same limit (409 `too_many_endpoints`).
+    pub max_endpoints_per_tenant: usize,
+}
+
+impl Limits {
+    /// URLs of 2048 bytes, 32 headers totalling 8 KiB, 1000 endpoints per tenant.
+    pub const DEFAULT: Self = Self {
+        max_url_bytes: 2048,
+        max_endpoint_headers: 32,
+        max_endpoint_header_bytes: 8 * 1024,
+        max_endpoints_per_tenant: 1000,
+    };
+
+    /// Longest header name, in bytes (not configurable: no real header is longer).
+    pub const MAX_HEADER_NAME_BYTES: usize = 256;
+
+    /// Checks that every limit is usable.
+    ///
+    /// # Errors
+    /// A message naming the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=webhook_core::MAX_URL_LEN).contains(&self.max_url_bytes) {
+            return Err(format!(
+                "--max-url-bytes must be from 1 to {}",
+                webhook_core::MAX_URL_LEN
+            ));
+        }
+        if self.max_endpoints_per_tenant == 0 {
+            return Err("--max-endpoints-per-tenant must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// Everything the service is configured with. `Debug` hides tokens and secrets.
 #[derive(Clone)]
 pub struct Settings {
@@ -76,6 +128,11 @@ pub struct Settings {
     pub allow_private_destinations: bool,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// URL, header and endpoint-count limits.
+    pub limits: Limits,
+    /// Encrypts endpoint secrets in the store (see [`webhook_dispatcher::sealing`]).
+    /// `None`: secrets are stored in plaintext, and encrypted ones cannot be read.
+    pub secret_encryption_key: Option<SealingKey>,
     /// Secret of implicit endpoints (`target_url` and `TARGET_URL`).
     pub webhook_secret: Option<String>,
     /// Signature scheme of implicit endpoints.
@@ -101,6 +158,9 @@ impl std::fmt::Debug for Settings {
                 &self.allow_private_destinations,
             )
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("limits", &self.limits)
+            // Shows only the key id.
+            .field("secret_encryption_key", &self.secret_encryption_key)
             .field(
                 "webhook_secret",
                 &self.webhook_secret.as_ref().map(|_| "<redacted>"),
@@ -113,7 +173,8 @@ impl std::fmt::Debug for Settings {
 }
 
 impl Settings {
-    /// Defaults: redb in `data_dir`, no auth, SSRF guard on, 1 MiB bodies.
+    /// Defaults: redb in `data_dir`, no auth, SSRF guard on, 1 MiB bodies, the
+    /// [`Limits::DEFAULT`] limits, secrets stored in plaintext.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -123,6 +184,8 @@ impl Settings {
             tenant_tokens: Vec::new(),
             allow_private_destinations: false,
             max_body_bytes: 1024 * 1024,
+            limits: Limits::DEFAULT,
+            secret_encryption_key: None,
             webhook_secret: None,
             signature_scheme: SignatureScheme::StandardWebhooks,
             target_url: None,
@@ -150,6 +213,14 @@ impl Settings {
             return Err("--max-body-bytes must be at least 1".to_owned());
         }
         settings.max_body_bytes = args.max_body_bytes;
+        settings.limits = Limits {
+            max_url_bytes: args.max_url_bytes,
+            max_endpoint_headers: args.max_endpoint_headers,
+            max_endpoint_header_bytes: args.max_endpoint_header_bytes,
+            max_endpoints_per_tenant: args.max_endpoints_per_tenant,
+        };
+        settings.limits.validate()?;
+        settings.secret_encryption_key = args.secret_encryption_key.clone();
         settings.webhook_secret = args.webhook_secret.clone().filter(|s| !s.is_empty());
         settings.signature_scheme = args.signature_scheme.scheme();
         settings.target_url = args.target_url.clone().filter(|s| !s.is_empty());
@@ -227,8 +298,13 @@ mod tests {
         s.webhook_secret = Some("sec-456".into());
         s.tenant_tokens = vec![("acme".into(), "ten-789".into())];
         s.store = StoreSpec::from_value(Some("postgres://u:pw-000@h/db"));
+        let key = [0x5a_u8; 32];
+        s.secret_encryption_key = Some(SealingKey::from_bytes(&key));
         let shown = format!("{s:?}");
-        for secret in ["tok-123", "sec-456", "ten-789", "pw-000"] {
+        let key_b64 = "WlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlo";
+        for secret in [
+            "tok-123", "sec-456", "ten-789", "pw-000", key_b64, "5a5a5a5a", "90, 90",
+        ] {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("acme"));

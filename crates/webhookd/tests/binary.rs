@@ -54,17 +54,7 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("did not exit after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_exit(child, Duration::from_secs(30))
 }
 
 fn clean_env(cmd: &mut Command) -> &mut Command {

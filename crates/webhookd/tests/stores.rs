@@ -9,32 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, healthy, receiver, settings, wait_status};
+use common::{Server, healthy, namespace, receiver, settings, store_url, wait_status};
 use serde_json::json;
 use webhookd::{Settings, StoreSpec};
-
-fn url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{var} must be set under CI (cargo xtask ci sets it)"
-            );
-            eprintln!("skipped: set {var} to run this test");
-            None
-        }
-    }
-}
-
-/// A namespace no other test uses.
-fn namespace(kind: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("webhookd_test_{kind}_{}_{nanos}", std::process::id())
-}
 
 async fn exercise(make: impl Fn() -> Settings) {
     let secret = webhook_sdk::generate_secret();
@@ -88,7 +65,7 @@ async fn exercise(make: impl Fn() -> Settings) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres() {
-    let Some(url) = url("WEBHOOK_TEST_POSTGRES_URL") else {
+    let Some(url) = store_url("WEBHOOK_TEST_POSTGRES_URL") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -116,7 +93,7 @@ async fn postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis() {
-    let Some(url) = url("WEBHOOK_TEST_REDIS_URL") else {
+    let Some(url) = store_url("WEBHOOK_TEST_REDIS_URL") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

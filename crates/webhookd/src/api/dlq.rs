@@ -2,10 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::{Path, State},
-};
+use axum::{Json, extract::State};
 use serde_json::{Value, json};
 use webhook_core::{DeadLetterQuery, EndpointId, EventId, IdempotencyKey};
 
@@ -14,7 +11,7 @@ use crate::{
     app::AppState,
     auth::Principal,
     error::{ApiError, ApiResult},
-    extract::QueryParams,
+    extract::{PathIds, QueryParams},
 };
 
 /// Dead letters listed when no `limit` is given.
@@ -77,7 +74,7 @@ pub(crate) async fn replay_all(
 pub(crate) async fn replay_one(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path((event_id, endpoint_id)): Path<(String, String)>,
+    PathIds((event_id, endpoint_id)): PathIds<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let not_found = || ApiError::not_found("dead letter", &format!("{event_id}/{endpoint_id}"));
     if !valid_id(&event_id) || !valid_id(&endpoint_id) {

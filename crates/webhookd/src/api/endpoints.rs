@@ -2,11 +2,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use webhook_core::{
@@ -14,12 +10,12 @@ use webhook_core::{
     RetryPolicy, Secret, SignatureScheme, TenantId, retry::parse_duration,
 };
 
-use super::{events::IMPLICIT_PREFIX, events::check_destination, valid_id};
+use super::{events::IMPLICIT_PREFIX, events::check_destination, limits::check_headers, valid_id};
 use crate::{
     app::AppState,
     auth::Principal,
     error::{ApiError, ApiResult},
-    extract::{JsonBody, QueryParams},
+    extract::{JsonBody, PathIds, QueryParams},
 };
 
 /// The body of `POST /v1/endpoints` and `PUT /v1/endpoints/{id}`.
@@ -164,14 +160,23 @@ pub(crate) async fn create(
         .clone()
         .unwrap_or_else(webhook_sdk::generate_secret);
     let endpoint = body.into_endpoint(id.clone(), tenant, Some(Secret::new(&secret)))?;
-    if state.dispatcher.endpoint(&id).await?.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("endpoint {id:?} already exists; PUT /v1/endpoints/{id} replaces it"),
-        ));
+    check_headers(&state.limits, &endpoint.headers)?;
+    {
+        // From the checks until it is stored, so that concurrent creations cannot both
+        // take the id or the tenant's last free place (see `api::limits`).
+        let _creating = state.endpoint_creation.lock().await;
+        if state.dispatcher.endpoint(&id).await?.is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("endpoint {id:?} already exists; PUT /v1/endpoints/{id} replaces it"),
+            ));
+        }
+        state
+            .check_endpoint_quota(endpoint.tenant_id.as_ref())
+            .await?;
+        state.dispatcher.register_endpoint(endpoint.clone()).await?;
     }
-    state.dispatcher.register_endpoint(endpoint.clone()).await?;
     tracing::info!(endpoint_id = %id, tenant = ?endpoint.tenant_id, "endpoint created");
     let mut v = endpoint_json(&endpoint);
     v["secret"] = json!(secret);
@@ -201,7 +206,7 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathIds(id): PathIds<String>,
 ) -> ApiResult<Json<Value>> {
     let endpoint = visible(&state, &principal, &id).await?;
     Ok(Json(endpoint_json(&endpoint)))
@@ -210,7 +215,7 @@ pub(crate) async fn get(
 pub(crate) async fn update(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathIds(id): PathIds<String>,
     JsonBody(body): JsonBody<EndpointIn>,
 ) -> ApiResult<Json<Value>> {
     let existing = visible(&state, &principal, &id).await?;
@@ -240,6 +245,7 @@ pub(crate) async fn update(
         .map(Secret::new)
         .or_else(|| existing.secret.clone());
     let endpoint = body.into_endpoint(existing.id.clone(), tenant, secret)?;
+    check_headers(&state.limits, &endpoint.headers)?;
     state.dispatcher.register_endpoint(endpoint.clone()).await?;
     tracing::info!(endpoint_id = %id, "endpoint replaced");
     Ok(Json(endpoint_json(&endpoint)))
@@ -248,7 +254,7 @@ pub(crate) async fn update(
 pub(crate) async fn delete(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathIds(id): PathIds<String>,
 ) -> ApiResult<StatusCode> {
     let existing = visible(&state, &principal, &id).await?;
     state.dispatcher.remove_endpoint(&existing.id).await?;

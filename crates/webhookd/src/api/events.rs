@@ -2,11 +2,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -20,7 +16,7 @@ use crate::{
     app::AppState,
     auth::Principal,
     error::{ApiError, ApiResult},
-    extract::{JsonBody, QueryParams},
+    extract::{JsonBody, PathIds, QueryParams},
 };
 
 /// Prefix of the ids of implicit endpoints (one per target URL and tenant).
@@ -111,7 +107,7 @@ pub(crate) async fn ingest(
 pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathIds(id): PathIds<String>,
     query: QueryParams,
 ) -> ApiResult<Json<Value>> {
     query.only(&["tenant"])?;
@@ -186,6 +182,7 @@ pub(crate) fn implicit_id(tenant: Option<&TenantId>, url: &str) -> EndpointId {
 /// Checks a destination URL: syntax, and (with the SSRF guard on) that an IP-literal
 /// host is allowed. Host names are checked when they are resolved, at delivery.
 pub(crate) fn check_destination(state: &AppState, url: &str, field: &str) -> ApiResult<()> {
+    super::limits::check_url(&state.limits, url, field)?;
     let parsed = webhook_core::validate_url(url).map_err(|e| match e {
         webhook_core::Error::Invalid { message, .. } => ApiError::invalid(field, message),
         other => ApiError::invalid(field, other.to_string()),
@@ -245,6 +242,9 @@ impl AppState {
             return Ok(id);
         }
         let secret = self.webhook_secret.as_deref().map(Secret::new);
+        // A new implicit endpoint counts against its tenant's limit: hold the creation
+        // lock from the count until it is stored.
+        let _creating = self.endpoint_creation.lock().await;
         let update = match self.dispatcher.endpoint(&id).await? {
             Some(e) if e.secret == secret && e.signature_scheme == self.signature_scheme => None,
             Some(mut e) => {
@@ -253,6 +253,7 @@ impl AppState {
                 Some(e)
             }
             None => {
+                self.check_endpoint_quota(tenant).await?;
                 let mut e = Endpoint::new(id.clone(), url);
                 e.tenant_id = tenant.cloned();
                 e.secret = secret;

@@ -3,6 +3,7 @@
 pub(crate) mod dlq;
 pub(crate) mod endpoints;
 pub(crate) mod events;
+pub(crate) mod limits;
 pub(crate) mod ops;
 
 use chrono::{DateTime, SecondsFormat, Utc};

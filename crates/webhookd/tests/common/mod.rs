@@ -324,3 +324,43 @@ pub async fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap().port()
 }
+
+/// The URL of a test server from `var`; `None` (the test skips) outside CI when unset.
+/// Under CI a missing URL fails the test: nothing is skipped there.
+pub fn store_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{var} must be set under CI (cargo xtask ci sets it)"
+            );
+            eprintln!("skipped: set {var} to run this test");
+            None
+        }
+    }
+}
+
+/// A store namespace (PostgreSQL schema, Redis prefix) no other test uses.
+pub fn namespace(kind: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("webhookd_test_{kind}_{}_{nanos}", std::process::id())
+}
+
+/// Waits for `child` to exit; kills it and fails the test after `within`.
+pub fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
