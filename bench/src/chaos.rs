@@ -1,322 +1,318 @@
-//! `cargo xtask chaos [--events N] [--kills K]`: webhookd on its embedded store and the
-//! chaotic mock receiver (failures and hangs on), N events sent through the API, the
-//! webhookd process SIGKILLed K times at random moments and restarted. Ends when every
-//! accepted event is delivered or dead-lettered (or after a time limit), and writes
+//! `cargo xtask chaos [--store redb|postgres|redis] [--events N] [--kills K]`: webhookd
+//! on that store and the chaotic mock receiver (failures and hangs on); N events sent
+//! through the API by 16 concurrent clients that retry every non-202 answer; webhookd
+//! SIGKILLed K times at random moments and restarted; for PostgreSQL and Redis the
+//! (throwaway, durable) database server is also crash-restarted once, at a random
+//! moment while events are still being sent or delivered.
+//!
+//! The moments are random points of progress (events accepted plus events delivered,
+//! out of 2N, between 5 % and 90 %), so every disruption lands while work is
+//! outstanding, whatever the speed of the machine. The run ends when every accepted
+//! event is delivered or dead-lettered (or after a time limit), and writes
 //! `target/chaos/report.json`: accepted, delivered, dead, lost (must be 0), undrained
-//! (still pending at the time limit), duplicates, seconds to drain.
+//! (still unfinished at the time limit), duplicates (requests the receiver answered
+//! 200 beyond the first per event), seconds to drain, and each disruption with how
+//! many events were outstanding when it happened.
 
 use std::{
-    collections::{HashMap, HashSet},
-    net::TcpListener,
-    path::PathBuf,
-    process::Stdio,
-    sync::{Arc, Mutex},
+    collections::HashSet,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
+use rand::{Rng, seq::SliceRandom};
+
+use crate::harness::{
+    Database, HttpClient, Lookup, Mock, StoreKind, Webhookd, await_final, client, describe,
+    duplicates, parse_flags, send_event, tally, webhookd_bin,
 };
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// Longest wait for every accepted event to be delivered or dead.
 const DRAIN_LIMIT: Duration = Duration::from_secs(240);
-
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+/// A disruption whose progress point is not reached this long after the previous one
+/// happens anyway (progress stalled: that is what the drain check will report).
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+/// Concurrent API clients.
+const SENDERS: usize = 16;
 
 struct Options {
+    store: StoreKind,
     events: u64,
     kills: u32,
 }
 
 fn options(args: &[String]) -> Result<Options, String> {
     let mut options = Options {
+        store: StoreKind::Redb,
         events: 1000,
         kills: 3,
     };
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
+    parse_flags(args, |flag, value| {
+        match flag {
             "--events" => options.events = value.parse().map_err(|e| format!("--events: {e}"))?,
             "--kills" => options.kills = value.parse().map_err(|e| format!("--kills: {e}"))?,
-            "--store" if value == "redb" => {}
-            "--store" => return Err(format!("--store {value}: only redb is supported so far")),
+            "--store" => options.store = StoreKind::parse(value)?,
             other => return Err(format!("unknown flag {other}")),
         }
+        Ok(())
+    })?;
+    if options.events == 0 {
+        return Err("--events must be at least 1".to_owned());
     }
     Ok(options)
 }
 
-fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Disruption {
+    /// SIGKILL webhookd and start it again.
+    Kill,
+    /// Crash-restart the database server.
+    DatabaseRestart,
+}
+
+/// What happened at one disruption, for the report.
+struct Happened {
+    what: Disruption,
+    at: Duration,
+    accepted: usize,
+    delivered: usize,
+    downtime: Duration,
+}
+
+/// Event ids accepted so far (shared with the sending tasks).
+type Accepted = Arc<Mutex<HashSet<String>>>;
+
+fn accepted_count(accepted: &Accepted) -> usize {
+    accepted
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .len()
+}
+
+/// Sends events `chaos-0` .. `chaos-{events-1}` from `SENDERS` tasks; returns how many
+/// were never accepted (each is retried for two minutes).
+fn spawn_sender(
+    client: &HttpClient,
+    api: &str,
+    events: u64,
+    accepted: &Accepted,
+) -> tokio::task::JoinHandle<u64> {
+    let next = Arc::new(AtomicU64::new(0));
+    let rejected = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..SENDERS)
+        .map(|_| {
+            let (client, api, accepted) = (client.clone(), api.to_owned(), Arc::clone(accepted));
+            let (next, rejected) = (Arc::clone(&next), Arc::clone(&rejected));
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Relaxed);
+                    if i >= events {
+                        return;
+                    }
+                    let id = format!("chaos-{i}");
+                    let payload = format!(r#"{{"n":{i}}}"#);
+                    if send_event(&client, &api, &id, &payload, Duration::from_secs(120)).await {
+                        accepted
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(id);
+                    } else {
+                        rejected.fetch_add(1, Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::spawn(async move {
+        for worker in workers {
+            let _ = worker.await;
+        }
+        rejected.load(Relaxed)
+    })
+}
+
+/// The disruptions in random order, each with the progress point (out of
+/// `2 * events`) at which it happens, ascending.
+fn plan(kills: u32, restart_database: bool, events: u64) -> Vec<(Disruption, usize)> {
+    let mut what: Vec<Disruption> = (0..kills).map(|_| Disruption::Kill).collect();
+    if restart_database {
+        what.push(Disruption::DatabaseRestart);
+    }
+    let mut rng = rand::rng();
+    what.shuffle(&mut rng);
+    let total = 2.0 * events as f64;
+    let mut points: Vec<usize> = what
+        .iter()
+        .map(|_| (total * rng.random_range(0.05..0.9)) as usize)
+        .collect();
+    points.sort_unstable();
+    what.into_iter().zip(points).collect()
 }
 
 pub(crate) async fn run(args: &[String]) -> Result<(), String> {
     let options = options(args)?;
-    let bin =
-        std::env::var("WEBHOOKD_BIN").unwrap_or_else(|_| "target/release/webhookd".to_owned());
-    let data = std::env::temp_dir().join(format!("webhook-chaos-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    let (mock_port, api_port) = (free_port()?, free_port()?);
-    let api = format!("http://127.0.0.1:{api_port}");
+    let bin = webhookd_bin();
+    let mut database = Database::start(options.store, "chaos")?;
+    // The mock receiver: 50% failures, 5% hangs.
+    let mock = Mock::start(&bin, 0.5, 0.05)?;
+    let client = client();
+    let mut server = Webhookd::new(&bin, &database, &mock.url, "chaos")?;
+    server.start(&client).await?;
+    let api = server.api();
 
-    // The mock receiver: 50% failures, 5% hangs; one JSON line per request.
-    let mut mock = Command::new(&bin)
-        .args([
-            "mock-receiver",
-            "--listen",
-            &format!("127.0.0.1:{mock_port}"),
-        ])
-        .args([
-            "--failure-rate",
-            "0.5",
-            "--hang-rate",
-            "0.05",
-            "--max-delay",
-            "0.2",
-            "--secret",
-            SECRET,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start {bin} mock-receiver: {e}"))?;
-    let delivered_ok: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
-    let mut lines = BufReader::new(mock.stdout.take().ok_or("no mock stdout")?).lines();
-    let counts = delivered_ok.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if value["outcome"] == "ok"
-                && let Some(id) = value["webhook_id"].as_str()
-            {
-                *counts
-                    .lock()
-                    .expect("counts")
-                    .entry(id.to_owned())
-                    .or_default() += 1;
+    let accepted: Accepted = Arc::default();
+    let started = Instant::now();
+    let sender = spawn_sender(&client, &api, options.events, &accepted);
+    let mut happened = Vec::new();
+    let mut unexpected_exits = Vec::new();
+    let mut last = Instant::now();
+    for (what, point) in plan(options.kills, database.has_server(), options.events) {
+        loop {
+            if let Some(status) = server.exited() {
+                unexpected_exits.push(format!(
+                    "webhookd exited on its own ({status}) at {:.1}s",
+                    started.elapsed().as_secs_f64()
+                ));
+                server.start(&client).await?;
+            }
+            let progress = accepted_count(&accepted) + mock.delivered();
+            if progress >= point || last.elapsed() > STALL_LIMIT {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (at, accepted_then, delivered_then) = (
+            started.elapsed(),
+            accepted_count(&accepted),
+            mock.delivered(),
+        );
+        let began = Instant::now();
+        match what {
+            Disruption::Kill => {
+                server.kill().await;
+                server.start(&client).await?;
+            }
+            Disruption::DatabaseRestart => {
+                database.restart()?;
             }
         }
-    });
-
-    // webhookd's logs, kept for a look when something goes wrong.
-    let log_path = std::env::temp_dir().join("webhook-chaos-webhookd.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    eprintln!("webhookd logs: {}", log_path.display());
-    let start_server = || -> Result<Child, String> {
-        Command::new(&bin)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{api_port}"),
-                "--allow-private-destinations",
-            ])
-            // With half the requests failing, the default breaker (open 60 s after 5
-            // failures in a row) would make the run mostly waiting; keep it short.
-            .args([
-                "--circuit-breaker-threshold",
-                "20",
-                "--circuit-breaker-open-timeout",
-                "1",
-            ])
-            .arg("--data-dir")
-            .arg(&data)
-            .env("WEBHOOK_SECRET", SECRET)
-            .env(
-                "TARGET_URL",
-                format!("http://127.0.0.1:{mock_port}/webhook"),
-            )
-            .env("BACKOFF_BASE_SECONDS", "1")
-            .env("MAX_ATTEMPTS", "40")
-            .env("HTTP_TIMEOUT", "1")
-            .env("WORKER_POLL_INTERVAL", "0.2")
-            .stdout(Stdio::null())
-            .stderr(log.try_clone().map_err(|e| e.to_string())?)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start {bin}: {e}"))
-    };
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    let mut server = start_server()?;
-    wait_healthy(&client, &api).await?;
-
-    // Send every event (retrying across kills: ids make it idempotent) while a killer
-    // SIGKILLs and restarts webhookd at random moments.
-    let accepted: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let sender = {
-        let (client, api, accepted) = (client.clone(), api.clone(), accepted.clone());
-        let events = options.events;
-        tokio::spawn(async move {
-            let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let workers: Vec<_> = (0..16)
-                .map(|_| {
-                    let (client, api, accepted, next) =
-                        (client.clone(), api.clone(), accepted.clone(), next.clone());
-                    tokio::spawn(async move {
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if i >= events {
-                                return;
-                            }
-                            let id = format!("chaos-{i}");
-                            let body = format!(r#"{{"id":"{id}","payload":{{"n":{i}}}}}"#);
-                            while post(&client, &format!("{api}/events"), &body).await != Some(202)
-                            {
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                            }
-                            accepted.lock().expect("accepted").insert(id);
-                        }
-                    })
-                })
-                .collect();
-            for w in workers {
-                let _ = w.await;
-            }
-        })
-    };
-    let started = Instant::now();
-    for _ in 0..options.kills {
-        let pause = Duration::from_millis(200 + rand::random::<u64>() % 1500);
-        tokio::time::sleep(pause).await;
-        server.start_kill().map_err(|e| e.to_string())?; // SIGKILL
-        let _ = server.wait().await;
-        server = start_server()?;
-        wait_healthy(&client, &api).await?;
+        eprintln!(
+            "chaos: {what:?} at {:.1}s ({accepted_then} accepted, {delivered_then} delivered), back after {:.1}s",
+            at.as_secs_f64(),
+            began.elapsed().as_secs_f64()
+        );
+        happened.push(Happened {
+            what,
+            at,
+            accepted: accepted_then,
+            delivered: delivered_then,
+            downtime: began.elapsed(),
+        });
+        last = Instant::now();
     }
-    sender.await.map_err(|e| e.to_string())?;
+    let rejected = sender.await.map_err(|e| e.to_string())?;
 
     // Drain: every accepted event delivered or dead.
-    let ids: Vec<String> = accepted.lock().expect("accepted").iter().cloned().collect();
-    let mut finals: HashMap<String, String> = HashMap::new();
-    let deadline = Instant::now() + DRAIN_LIMIT;
-    while finals.len() < ids.len() && Instant::now() < deadline {
-        for id in &ids {
-            if finals.contains_key(id) {
-                continue;
-            }
-            if let Some(status) = event_status(&client, &format!("{api}/events/{id}")).await
-                && (status == "delivered" || status == "dead")
-            {
-                finals.insert(id.clone(), status);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let ids: Vec<String> = accepted
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .cloned()
+        .collect();
+    let states = await_final(&client, &api, &ids, DRAIN_LIMIT).await;
     let drain_secs = started.elapsed().as_secs_f64();
-    let delivered = finals.values().filter(|s| *s == "delivered").count();
-    let dead = finals.values().filter(|s| *s == "dead").count();
-    let ok = delivered_ok.lock().expect("counts").clone();
-    let duplicates: u64 = ok.values().map(|n| n.saturating_sub(1)).sum();
-    // An accepted event the service no longer knows is lost; one still pending when the
-    // time limit ran out is undrained (slow, not lost).
-    let mut lost = 0;
-    for id in ids.iter().filter(|id| !finals.contains_key(*id)) {
-        if event_status(&client, &format!("{api}/events/{id}"))
-            .await
-            .is_none()
-        {
-            lost += 1;
-        }
+    if let Some(status) = server.exited() {
+        unexpected_exits.push(format!(
+            "webhookd exited on its own ({status}) while draining"
+        ));
     }
-    let undrained = ids.len() - finals.len() - lost;
-    for id in ids.iter().filter(|id| !finals.contains_key(*id)).take(3) {
-        let request = http::Request::get(format!("{api}/events/{id}"))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        if let Ok(response) = client.request(request).await {
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            eprintln!("undrained {id}: {}", String::from_utf8_lossy(&body));
-        }
+    // The receiver logs a request before answering it: let the last lines arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ok = mock.ok_counts();
+    let (delivered, dead, lost, undrained) = tally(&states);
+    // Delivered says the service, yet the receiver never answered 200: must not happen.
+    let delivered_unseen = states
+        .iter()
+        .filter(|(id, s)| **s == Lookup::Status("delivered".into()) && !ok.contains_key(*id))
+        .count();
+    let mut unfinished: Vec<&String> = ids
+        .iter()
+        .filter(|id| !matches!(&states[*id], Lookup::Status(s) if s == "delivered" || s == "dead"))
+        .collect();
+    unfinished.sort();
+    for id in unfinished.iter().take(3) {
+        eprintln!(
+            "chaos: unfinished {id}: {}",
+            describe(&client, &api, id).await
+        );
     }
+    let disruptions: Vec<_> = happened
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "what": match h.what {
+                    Disruption::Kill => "webhookd SIGKILL + restart",
+                    Disruption::DatabaseRestart => "database crash-restart",
+                },
+                "at_secs": h.at.as_secs_f64(),
+                "accepted_before": h.accepted,
+                "delivered_before": h.delivered,
+                "outstanding": (options.events as usize).saturating_sub(h.delivered),
+                "downtime_secs": h.downtime.as_secs_f64(),
+            })
+        })
+        .collect();
     let report = serde_json::json!({
-        "store": "redb",
+        "store": options.store.name(),
         "events": options.events,
         "kills": options.kills,
+        "database_restarts": usize::from(database.has_server()),
         "accepted": ids.len(),
+        "rejected": rejected,
         "delivered": delivered,
         "dead": dead,
         "lost": lost,
         "undrained": undrained,
-        "duplicates": duplicates,
+        "duplicates": duplicates(&ok),
+        "delivered_unseen_by_receiver": delivered_unseen,
+        "unexpected_exits": unexpected_exits,
         "time_to_drain_secs": drain_secs,
+        "disruptions": disruptions,
     });
     eprintln!(
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
     );
-    let dir =
-        PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned()))
-            .join("chaos");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    std::fs::write(
-        dir.join("report.json"),
-        serde_json::to_vec_pretty(&report).unwrap_or_default(),
-    )
-    .map_err(|e| e.to_string())?;
-    server.start_kill().ok();
-    mock.start_kill().ok();
-    let _ = std::fs::remove_dir_all(&data);
+    let path = crate::report::write_json("chaos", "report", &report).map_err(|e| e.to_string())?;
+    eprintln!("wrote {}", path.display());
+    server.kill().await;
+    let mut problems = Vec::new();
     if lost > 0 {
-        return Err(format!(
-            "{lost} accepted events were neither delivered nor dead-lettered"
+        problems.push(format!(
+            "{lost} accepted events are unknown to the service (lost)"
         ));
     }
-    Ok(())
-}
-
-async fn post(client: &HttpClient, url: &str, body: &str) -> Option<u16> {
-    let request = http::Request::post(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .ok()?;
-    let response = tokio::time::timeout(Duration::from_secs(5), client.request(request))
-        .await
-        .ok()?
-        .ok()?;
-    let status = response.status().as_u16();
-    let _ = response.into_body().collect().await;
-    Some(status)
-}
-
-async fn event_status(client: &HttpClient, url: &str) -> Option<String> {
-    let request = http::Request::get(url).body(Full::new(Bytes::new())).ok()?;
-    let response = tokio::time::timeout(Duration::from_secs(5), client.request(request))
-        .await
-        .ok()?
-        .ok()?;
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    let value: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    value["status"].as_str().map(str::to_owned)
-}
-
-async fn wait_healthy(client: &HttpClient, api: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let request = http::Request::get(format!("{api}/healthz"))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        if let Ok(Ok(response)) =
-            tokio::time::timeout(Duration::from_secs(2), client.request(request)).await
-            && response.status() == 200
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if undrained > 0 {
+        problems.push(format!(
+            "{undrained} accepted events were neither delivered nor dead-lettered after {}s",
+            DRAIN_LIMIT.as_secs()
+        ));
     }
-    Err("webhookd did not become healthy within 30s".to_owned())
+    if rejected > 0 {
+        problems.push(format!("{rejected} events were refused for two minutes"));
+    }
+    if delivered_unseen > 0 {
+        problems.push(format!(
+            "{delivered_unseen} events are marked delivered that the receiver never accepted"
+        ));
+    }
+    problems.extend(unexpected_exits);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }

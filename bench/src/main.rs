@@ -1,12 +1,18 @@
 //! `webhook-bench SCENARIO`: measures and prints one line per figure, and writes
 //! `target/bench/<scenario>.json` as `{"figures": [{"name", "value", "unit",
 //! "baseline", "baseline_value", "ratio"}]}`. Run through `cargo xtask bench`.
+//!
+//! `webhook-bench chaos ...` and `webhook-bench soak ...` (through `cargo xtask chaos`
+//! and `cargo xtask soak`) run webhookd as a process under faults or steady load and
+//! write `target/chaos/report.json` / `target/soak/report.json`.
 
 mod api;
 mod chaos;
 mod dispatcher;
+mod harness;
 mod receiver;
 mod report;
+mod soak;
 mod stores;
 
 use std::process::ExitCode;
@@ -18,11 +24,16 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    if scenario == "chaos" {
-        return match runtime.block_on(chaos::run(&args[1..])) {
+    let tool = match scenario.as_str() {
+        "chaos" => Some(runtime.block_on(chaos::run(&args[1..]))),
+        "soak" => Some(runtime.block_on(soak::run(&args[1..]))),
+        _ => None,
+    };
+    if let Some(result) = tool {
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("chaos: {e}");
+                eprintln!("{scenario}: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -36,7 +47,7 @@ fn main() -> ExitCode {
         "memory" => runtime.block_on(dispatcher::memory_only()),
         "latency" => runtime.block_on(dispatcher::latency_only()),
         _ => {
-            eprintln!("usage: webhook-bench <dispatcher|stores|api>");
+            eprintln!("usage: webhook-bench <dispatcher|stores|api|chaos|soak> [ARGS]");
             return ExitCode::FAILURE;
         }
     };

@@ -48,12 +48,27 @@ impl Figure {
     }
 }
 
-pub(crate) fn write(scenario: &str, figures: &[Figure]) -> std::io::Result<PathBuf> {
+/// `$CARGO_TARGET_DIR/<folder>` (or `target/<folder>`), created if missing.
+fn target_folder(folder: &str) -> std::io::Result<PathBuf> {
     let dir =
         PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned()))
-            .join("bench");
+            .join(folder);
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{scenario}.json"));
+    Ok(dir)
+}
+
+/// Writes `value` as pretty JSON to `target/<folder>/<name>.json`.
+pub(crate) fn write_json(
+    folder: &str,
+    name: &str,
+    value: &serde_json::Value,
+) -> std::io::Result<PathBuf> {
+    let path = target_folder(folder)?.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(value)?)?;
+    Ok(path)
+}
+
+pub(crate) fn write(scenario: &str, figures: &[Figure]) -> std::io::Result<PathBuf> {
     let figures: Vec<_> = figures
         .iter()
         .map(|f| {
@@ -67,20 +82,29 @@ pub(crate) fn write(scenario: &str, figures: &[Figure]) -> std::io::Result<PathB
             })
         })
         .collect();
-    std::fs::write(
-        &path,
-        serde_json::to_vec_pretty(&serde_json::json!({ "figures": figures }))?,
-    )?;
-    Ok(path)
+    write_json(
+        "bench",
+        scenario,
+        &serde_json::json!({ "figures": figures }),
+    )
 }
 
 /// Resident set size of this process, in bytes.
 pub(crate) fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
+    process_rss_bytes("self").unwrap_or(0)
+}
+
+/// Resident set size (`VmRSS` in `/proc/<pid>/status`) of a process, in bytes; `None`
+/// when the process is gone. `pid` is a number or `self`.
+pub(crate) fn process_rss_bytes(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }

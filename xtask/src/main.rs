@@ -1,16 +1,22 @@
-//! Project automation, run as `cargo xtask <command>`.
+//! Project automation, run as `cargo xtask <command>` (see [`usage`]).
 //!
 //! - `ci`: everything CI checks: formatting, clippy (warnings are errors), every test
-//!   (unit, integration, doc), `cargo deny`, and the purity check on the pure crates.
-
-mod services;
+//!   (unit, integration, doc), a small chaos run on every store, `cargo deny`, and the
+//!   purity check on the pure crates.
+//! - `chaos` and `soak` build webhookd and `webhook-bench` in release mode and run
+//!   `bench/src/chaos.rs` / `bench/src/soak.rs`.
+//!
+//! The throwaway PostgreSQL and Redis servers come from `webhook-testenv`
+//! (`testenv/`), shared with `webhook-bench`.
 
 use std::{
     env,
+    path::PathBuf,
     process::{Command, ExitCode},
+    time::Instant,
 };
 
-use services::Services;
+use webhook_testenv::Services;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -21,7 +27,8 @@ fn main() -> ExitCode {
         Some("purity") => purity(),
         Some("bench") => bench(&args[1..]),
         Some("integration") => integration(),
-        Some("chaos") => chaos(&args[1..]),
+        Some("chaos") => release_tool("chaos", &args[1..]),
+        Some("soak") => release_tool("soak", &args[1..]),
         _ => Err(usage()),
     };
     match result {
@@ -34,7 +41,27 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask <command>\n\n  ci      fmt, clippy -D warnings, all tests (with throwaway PostgreSQL and Redis), cargo deny, purity check\n  integration  the store and end-to-end tests against PostgreSQL and Redis\n  purity  check that webhook-core and webhook-sdk pull in no runtime, HTTP stack or database client\n  bench [SCENARIO]  run benchmarks (dispatcher, stores, api); figures go to target/bench/<scenario>.json\n  chaos [--events N] [--kills K]  SIGKILL webhookd (embedded store) under load; report in target/chaos/report.json".to_owned()
+    "usage: cargo xtask <command>
+
+  ci           fmt, clippy -D warnings, all tests (with throwaway PostgreSQL and Redis),
+               a small chaos run on every store (debug build), cargo deny, purity check
+  integration  the store and end-to-end tests against PostgreSQL and Redis
+  purity       check that webhook-core and webhook-sdk pull in no runtime, HTTP stack
+               or database client
+  bench [SCENARIO]
+               run benchmarks (dispatcher, stores, api); figures go to
+               target/bench/<scenario>.json
+  chaos [--store redb|postgres|redis] [--events N] [--kills K]
+               webhookd on that store (default redb) and the chaotic mock receiver;
+               N events (default 1000) through the API while webhookd is SIGKILLed
+               K times (default 3) and, for postgres and redis, a throwaway database
+               is crash-restarted once; waits until every accepted event is delivered
+               or dead, fails if any is lost; report in target/chaos/report.json
+  soak [--minutes M] [--rate R] [--store redb|postgres|redis]
+               steady load (R events/s, default 50) for M minutes (default 10) on
+               webhookd; samples its resident memory and fails if it grows more than
+               the threshold; report in target/soak/report.json"
+        .to_owned()
 }
 
 fn ci() -> Result {
@@ -54,8 +81,66 @@ fn ci() -> Result {
         &services.env(),
     )?;
     drop(services);
+    ci_chaos()?;
     purity()?;
     deny()
+}
+
+/// Stores the CI chaos run covers, and its size: small enough that all three take
+/// about a minute on a 2-core machine, large enough that the kill and the database
+/// restart land while deliveries are outstanding.
+const CI_CHAOS_STORES: &[&str] = &["redb", "postgres", "redis"];
+const CI_CHAOS_ARGS: &[&str] = &["--events", "100", "--kills", "1"];
+
+/// A small chaos run on every store, on debug builds: the test run has just compiled
+/// every dependency with the same features (`--all-features` and, through `--tests`,
+/// the dev-dependencies), so this only links the two binaries.
+fn ci_chaos() -> Result {
+    let started = Instant::now();
+    cargo(&[
+        "build",
+        "--workspace",
+        "--all-features",
+        "--bins",
+        "--tests",
+    ])?;
+    let bin = target_dir().join("debug");
+    for store in CI_CHAOS_STORES {
+        let mut args = vec!["chaos", "--store", store];
+        args.extend(CI_CHAOS_ARGS);
+        run_bench(&bin, &args)?;
+    }
+    eprintln!(
+        "xtask: ci chaos on {} stores took {:.0}s",
+        CI_CHAOS_STORES.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    PathBuf::from(env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned()))
+}
+
+/// Runs `webhook-bench ARGS` from `bin_dir`, with `WEBHOOKD_BIN` set to the webhookd
+/// binary beside it.
+fn run_bench(bin_dir: &std::path::Path, args: &[&str]) -> Result {
+    let bench = bin_dir.join("webhook-bench");
+    let webhookd = bin_dir.join("webhookd");
+    eprintln!("xtask: {} {}", bench.display(), args.join(" "));
+    let status = Command::new(&bench)
+        .args(args)
+        .env("WEBHOOKD_BIN", &webhookd)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", bench.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "webhook-bench {} failed ({status})",
+            args.join(" ")
+        ))
+    }
 }
 
 /// The store conformance suites, the cross-process crash and two-node tests, and the
@@ -160,9 +245,10 @@ fn deny() -> Result {
     cargo(&["deny", "check", "licenses", "bans", "sources"])
 }
 
-/// Kills and restarts webhookd under load and checks nothing accepted is lost (see
-/// `bench/src/chaos.rs`).
-fn chaos(args: &[String]) -> Result {
+/// `chaos` and `soak`: builds webhookd and `webhook-bench` in release mode and runs
+/// `webhook-bench TOOL ARGS` (see `bench/src/chaos.rs` and `bench/src/soak.rs`). The
+/// tools start their own servers (chaos restarts its database, so it must own it).
+fn release_tool(tool: &str, args: &[String]) -> Result {
     cargo(&[
         "build",
         "--release",
@@ -171,19 +257,9 @@ fn chaos(args: &[String]) -> Result {
         "--package",
         "webhook-bench",
     ])?;
-    let target = env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
-    let bin = format!("{target}/release/webhookd");
-    let mut run = vec![
-        "run",
-        "--quiet",
-        "--release",
-        "--package",
-        "webhook-bench",
-        "--",
-        "chaos",
-    ];
+    let mut run = vec![tool];
     run.extend(args.iter().map(String::as_str));
-    cargo_with(&run, &[("WEBHOOKD_BIN", bin.as_str())])
+    run_bench(&target_dir().join("release"), &run)
 }
 
 /// Benchmark scenarios, in the order `cargo xtask bench` runs them.
