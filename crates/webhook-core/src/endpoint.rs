@@ -581,7 +581,6 @@ mod tests {
             .with_signature_scheme(SignatureScheme::split_timestamp());
         assert!(
             split
-                .clone()
                 .with_header("X-Webhook-Timestamp", "1")
                 .validate()
                 .is_err()
