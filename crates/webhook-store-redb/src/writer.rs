@@ -452,7 +452,9 @@ impl Ctx<'_, '_> {
                 .insert((endpoint, seq), ())
                 .map_err(storage)?;
             self.add_indexes(seq, endpoint, delivery.priority, delivery.state)?;
-            self.refresh_head(&delivery.key.endpoint_id)?;
+            if let Some(at) = delivery.state.claimable_at() {
+                self.note_new(&delivery.key.endpoint_id, at);
+            }
         }
         Ok(result)
     }
@@ -893,6 +895,20 @@ impl Ctx<'_, '_> {
             DeliveryState::Pending { .. } | DeliveryState::InFlight { .. } => {}
         }
         Ok(())
+    }
+
+    /// Updates `endpoint`'s head for a delivery just added, claimable at `at`, without
+    /// reading the tables: the head can only move earlier, and in strict order only
+    /// when the endpoint had no unfinished delivery (the new one comes last).
+    fn note_new(&mut self, endpoint: &EndpointId, at: DateTime<Utc>) {
+        let Some(info) = self.index.endpoints.get(endpoint) else {
+            return;
+        };
+        let head = match info.head {
+            Some(old) if info.strict || old <= at => old,
+            _ => at,
+        };
+        self.index.set_head(endpoint, Some(head));
     }
 
     fn refresh_head(&mut self, endpoint: &EndpointId) -> Result<()> {
