@@ -124,6 +124,7 @@ impl Postgres {
     /// When the binaries are missing or the server does not start.
     pub fn start(durability: Durability) -> Result<Self> {
         let bin = postgres_bin()?;
+        stop_orphans(&bin);
         let port = free_port()?;
         let root = env::temp_dir().join(unique(&format!("webhook-pg-{port}")));
         let data = root.join("data");
@@ -210,6 +211,36 @@ impl Postgres {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             Err(format!("pg_ctl {} failed ({status}):\n{log}", args[0]))
         }
+    }
+}
+
+/// Stops and deletes the clusters of earlier runs whose process is gone without
+/// dropping its [`Postgres`] (interrupted with Ctrl-C, say: `pg_ctl` detaches the
+/// server, so it outlives the process that started it). A cluster's directory is named
+/// `webhook-pg-PORT-PID-NANOS`; one whose PID is still running is left alone.
+fn stop_orphans(bin: &Path) {
+    let Ok(entries) = std::fs::read_dir(env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("webhook-pg-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').nth(1).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let root = entry.path();
+        let _ = as_postgres(&bin.join("pg_ctl"))
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(root.join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
 
