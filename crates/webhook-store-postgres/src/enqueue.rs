@@ -245,6 +245,10 @@ async fn run(ctx: Ctx, mut receiver: mpsc::UnboundedReceiver<Job>) {
         let Ok(permit) = Arc::clone(&flushes).acquire_owned().await else {
             return;
         };
+        // Let the callers that the last batch woke queue their next calls first, so this
+        // batch carries more of them: each statement has a fixed cost of a few hundred
+        // microseconds of server time, and a yield costs a few microseconds.
+        tokio::task::yield_now().await;
         let mut keys = HashSet::new();
         let mut batch = Vec::new();
         let mut later = VecDeque::new();

@@ -208,9 +208,11 @@ RETURNING p.due, ",
 /// `targets` finds each delivery by its key through the unique indexes (one lookup per
 /// completion: the `LIMIT 1` keeps the planner from hashing the whole `events` table
 /// instead, a scan that grows with it). The update then
-/// takes each row by `seq` and checks `state = (SELECT 'in_flight')`: a value the planner
-/// cannot see, so stale statistics ("nothing is in flight") cannot lure it into scanning
-/// a partial index or the table instead.
+/// takes each row by `seq` and checks `state = t.in_flight` (a column of `targets`, always
+/// `'in_flight'`): a join condition rather than a constant, so stale statistics ("nothing
+/// is in flight") cannot lure the planner into scanning a partial index or the table
+/// instead, and the row estimate of the scan stays that of the batch, so the planner
+/// hashes `targets` rather than rescanning it once per row (quadratic in the batch).
 const COMPLETE: &str = "\
 WITH f AS (
     SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[], $6::text[],
@@ -219,7 +221,7 @@ WITH f AS (
         WITH ORDINALITY AS f(tenant, endpoint_id, event_id, token, kind, next_at,
                              started_at, duration_ms, status, error, excerpt, ord)
 ), targets AS MATERIALIZED (
-    SELECT k.seq, f.* FROM f
+    SELECT k.seq, 'in_flight'::text AS in_flight, f.* FROM f
     CROSS JOIN LATERAL (
         SELECT d.seq FROM {s}.events e
         JOIN {s}.deliveries d ON d.event_seq = e.seq AND d.endpoint_id = f.endpoint_id
@@ -237,7 +239,7 @@ WITH f AS (
         last_error = CASE WHEN t.started_at IS NULL THEN d.last_error ELSE t.error END,
         updated_at = $1
     FROM targets t
-    WHERE d.seq = ANY(ARRAY(SELECT seq FROM targets)) AND d.seq = t.seq AND d.state = (SELECT 'in_flight'::text) AND d.lease_token = t.token
+    WHERE d.seq = ANY(ARRAY(SELECT seq FROM targets)) AND d.seq = t.seq AND d.state = t.in_flight AND d.lease_token = t.token
     RETURNING d.seq, t.ord, t.started_at, t.duration_ms, t.status, t.error, t.excerpt
 ), recorded AS (
     INSERT INTO {s}.attempts (delivery_seq, started_at, duration_ms, status, error, response_excerpt)

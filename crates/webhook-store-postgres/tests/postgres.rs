@@ -778,3 +778,91 @@ async fn concurrent_enqueues_keep_their_own_outcomes() {
         2 + 80 * 2
     );
 }
+
+/// A delivery cannot name a missing endpoint, deleting deliveries deletes their
+/// attempts, and enqueues racing the deletion of their endpoint leave no delivery
+/// behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn integrity_holds_between_tables() {
+    let schemas = Schemas::new();
+    let store = Arc::new(schemas.store().await);
+    store
+        .put_endpoint(&Endpoint::new("a", "https://example.test/a"))
+        .await
+        .unwrap();
+    store
+        .enqueue(&Event::new("e1", "{}"), &ids(&["a"]), t(0))
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(&ClaimRequest::new(t(0), LEASE, 10))
+        .await
+        .unwrap();
+    let retry = Finished {
+        lease: claimed[0].lease.clone(),
+        completion: Completion::Retry {
+            attempt: Attempt::response(t(0), Duration::from_millis(1), 500, b"no"),
+            next_attempt_at: t(10),
+        },
+    };
+    assert_eq!(store.complete(&[retry], t(1)).await.unwrap().applied, 1);
+
+    let client = store.pool().get().await.unwrap();
+    let s = format!("\"{}\"", store.schema());
+    let err = client
+        .execute(
+            &format!(
+                "INSERT INTO {s}.deliveries (tenant, endpoint_id, event_seq, state, claimable_at, created_at, updated_at)
+                 SELECT '', 'ghost', seq, 'pending', now(), now(), now() FROM {s}.events"
+            ),
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&webhook_store_postgres::deadpool_postgres::tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION),
+        "{err}"
+    );
+    assert_eq!(scalar(&store, "SELECT count(*) FROM {s}.attempts").await, 1);
+    client
+        .execute(&format!("DELETE FROM {s}.deliveries"), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(&store, "SELECT count(*) FROM {s}.attempts").await,
+        0,
+        "attempts go with their deliveries"
+    );
+    drop(client);
+
+    // Enqueues racing the deletion of their endpoint: afterwards no delivery names it.
+    for round in 0..5 {
+        store
+            .put_endpoint(&Endpoint::new("b", "https://example.test/b"))
+            .await
+            .unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let store = Arc::clone(&store);
+            tasks.spawn(async move {
+                let event = Event::new(format!("r{round}_{i}"), "{}");
+                // Refused (`NotFound`) once the endpoint is gone: either outcome is fine.
+                let _ = store.enqueue(&event, &ids(&["b"]), t(0)).await;
+            });
+        }
+        tokio::task::yield_now().await;
+        assert!(store.delete_endpoint(&"b".into()).await.unwrap());
+        while tasks.join_next().await.is_some() {}
+        assert_eq!(
+            scalar(
+                &store,
+                "SELECT count(*) FROM {s}.deliveries d
+                 WHERE NOT EXISTS (SELECT 1 FROM {s}.endpoints e WHERE e.id = d.endpoint_id)"
+            )
+            .await,
+            0,
+            "round {round}: no delivery outlives its endpoint"
+        );
+    }
+}
