@@ -1,12 +1,12 @@
 //! Encoding of ids, times and script arguments; decoding of script replies.
 
-use std::{collections::HashMap, fmt::Display, str::FromStr};
+use std::{fmt::Display, str::FromStr};
 
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::Value;
 use webhook_core::{
-    Attempt, Bytes, Delivery, DeliveryState, EndpointId, Error, Event, EventId, IdempotencyKey,
-    Result, TenantId,
+    Attempt, Bytes, Delivery, DeliveryRecord, DeliveryState, EndpointId, Error, Event, EventId,
+    IdempotencyKey, Result, TenantId,
 };
 
 pub(crate) fn corrupt(message: impl Display) -> Error {
@@ -24,17 +24,19 @@ pub(crate) fn from_millis(ms: i64) -> Result<DateTime<Utc>> {
 
 /// The hash field naming an event: `[tenant, event id]` as JSON (unambiguous).
 pub(crate) fn event_key(tenant: Option<&TenantId>, id: &EventId) -> String {
-    serde_json::json!([tenant.map(TenantId::as_str), id.as_str()]).to_string()
+    // Strings and null only: serializing cannot fail.
+    serde_json::to_string(&(tenant.map(TenantId::as_str), id.as_str())).unwrap_or_default()
 }
 
 /// The hash field naming a delivery: `[tenant, endpoint id, event id]` as JSON.
 pub(crate) fn delivery_key(key: &IdempotencyKey) -> String {
-    serde_json::json!([
+    // Strings and null only: serializing cannot fail.
+    serde_json::to_string(&(
         key.tenant.as_ref().map(TenantId::as_str),
         key.endpoint_id.as_str(),
-        key.event_id.as_str()
-    ])
-    .to_string()
+        key.event_id.as_str(),
+    ))
+    .unwrap_or_default()
 }
 
 /// Arguments of a script call (after the prefix, which is always `ARGV[1]`).
@@ -48,6 +50,11 @@ impl Args {
 
     pub(crate) fn bytes(mut self, value: &[u8]) -> Self {
         self.0.push(value.to_vec());
+        self
+    }
+
+    pub(crate) fn owned(mut self, value: Vec<u8>) -> Self {
+        self.0.push(value);
         self
     }
 
@@ -122,107 +129,234 @@ pub(crate) fn tuple<const N: usize>(v: Value) -> Result<[Value; N]> {
         .map_err(|_| corrupt(format!("expected {N} values from redis, got {len}")))
 }
 
-/// A hash as returned by `HGETALL`.
-pub(crate) struct Fields(HashMap<String, Vec<u8>>);
+// Records: a delivery or an event is one Redis string with a fixed-width head of
+// ASCII decimal fields (so that the Lua scripts read and rewrite it with
+// `string.sub`), then length-prefixed variable parts. `src/lua/common.lua` and the
+// crate docs describe the same layout; positions below are 0-based.
 
-impl Fields {
-    pub(crate) fn parse(v: Value) -> Result<Self> {
-        let items = array(v)?;
-        let mut map = HashMap::with_capacity(items.len() / 2);
-        let mut it = items.into_iter();
-        while let Some(name) = it.next() {
-            let value = it
-                .next()
-                .ok_or_else(|| corrupt("odd number of hash fields"))?;
-            map.insert(text(name)?, bytes(value)?);
-        }
-        Ok(Self(map))
-    }
+/// Width of a time field (`%017d`: sign included, sorts nothing, parses both ways).
+const TIME: usize = 17;
+/// Width of a length field.
+const LEN: usize = 10;
 
-    fn text(&self, name: &str) -> Result<Option<&str>> {
-        self.0
-            .get(name)
-            .map(|b| std::str::from_utf8(b).map_err(|_| corrupt(format!("{name} is not UTF-8"))))
-            .transpose()
-    }
+// Delivery record.
+const D_STATE: usize = 0;
+const D_AT: usize = 1;
+const D_TOKEN: usize = D_AT + TIME;
+const D_ATTEMPTS: usize = D_TOKEN + 16;
+const D_UPDATED: usize = D_ATTEMPTS + 10;
+const D_CREATED: usize = D_UPDATED + TIME;
+const D_PRIORITY: usize = D_CREATED + TIME;
+const D_ESEQ: usize = D_PRIORITY + 6;
+const D_STATUS: usize = D_ESEQ + 16;
+const D_HAS_ERROR: usize = D_STATUS + 6;
+const D_ERROR_LEN: usize = D_HAS_ERROR + 1;
 
-    fn required(&self, name: &str) -> Result<&str> {
-        self.text(name)?
-            .ok_or_else(|| corrupt(format!("stored record lacks {name}")))
-    }
+// Event record.
+const E_CREATED: usize = 0;
+const E_PRIORITY: usize = E_CREATED + TIME;
+const E_KEY_LEN: usize = E_PRIORITY + 6;
+const E_HAS_TYPE: usize = E_KEY_LEN + LEN;
+const E_TYPE_LEN: usize = E_HAS_TYPE + 1;
+const E_KEY: usize = E_TYPE_LEN + LEN;
 
-    fn opt_number<T: FromStr>(&self, name: &str) -> Result<Option<T>> {
-        self.text(name)?
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| corrupt(format!("{name} is not a number: {s:?}")))
-            })
-            .transpose()
-    }
+/// A time field of a record.
+pub(crate) fn time_field(t: DateTime<Utc>) -> String {
+    format!("{:017}", millis(t))
+}
 
-    fn number<T: FromStr>(&self, name: &str) -> Result<T> {
-        self.opt_number(name)?
-            .ok_or_else(|| corrupt(format!("stored record lacks {name}")))
-    }
+/// A lease token as stored in a delivery record (16 digits; a longer token never
+/// matches a stored one).
+pub(crate) fn token_field(token: u64) -> String {
+    format!("{token:016}")
+}
 
-    fn time(&self, name: &str) -> Result<DateTime<Utc>> {
-        from_millis(self.number(name)?)
-    }
+/// The last-status field of a delivery record.
+pub(crate) fn status_field(status: Option<u16>) -> String {
+    status.map_or_else(|| "------".to_owned(), |s| format!("{s:06}"))
+}
 
-    /// A delivery hash.
-    pub(crate) fn delivery(&self) -> Result<Delivery> {
-        let key = IdempotencyKey::new(
-            EventId::from(self.required("event")?),
-            EndpointId::from(self.required("endpoint")?),
-            self.text("tenant")?.map(TenantId::from),
-        );
-        let at = self.time("at")?;
-        let state = match self.required("state")? {
-            "pending" => DeliveryState::Pending {
-                next_attempt_at: at,
-            },
-            "in_flight" => DeliveryState::InFlight { lease_until: at },
-            "delivered" => DeliveryState::Delivered { at },
-            "dead" => DeliveryState::Dead { at },
-            other => return Err(corrupt(format!("unknown delivery state {other:?}"))),
-        };
-        Ok(Delivery {
-            key,
-            state,
-            attempts: self.number("attempts")?,
-            last_status: self.opt_number("status")?,
-            last_error: self.text("error")?.map(str::to_owned),
-            priority: self.number("priority")?,
-            created_at: self.time("created")?,
-            updated_at: self.time("updated")?,
-            lease_token: self.number("token")?,
-        })
-    }
-
-    /// An event hash, payload included.
-    pub(crate) fn event(mut self) -> Result<Event> {
-        let payload = self
-            .0
-            .remove("payload")
-            .ok_or_else(|| corrupt("stored event lacks its payload"))?;
-        Ok(Event {
-            id: EventId::from(self.required("id")?),
-            tenant_id: self.text("tenant")?.map(TenantId::from),
-            event_type: self.text("type")?.map(str::to_owned),
-            payload: Bytes::from(payload),
-            created_at: Some(self.time("created")?),
-            priority: self.number("priority")?,
-        })
+/// The error part of a delivery record: presence flag, length, bytes.
+pub(crate) fn error_part(error: Option<&str>) -> String {
+    match error {
+        Some(e) => format!("1{:010}{e}", e.len()),
+        None => "0".repeat(1 + LEN),
     }
 }
 
-/// An attempts list (JSON per attempt).
-pub(crate) fn attempts(v: Value) -> Result<Vec<Attempt>> {
-    array(v)?
-        .into_iter()
-        .map(|item| {
-            serde_json::from_slice(&bytes(item)?)
-                .map_err(|e| corrupt(format!("stored attempt: {e}")))
+/// One attempt as appended to a delivery record: length, then its JSON.
+pub(crate) fn attempt_entry(attempt: &Attempt) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(attempt).map_err(|e| Error::invalid("attempt", e.to_string()))?;
+    let mut out = format!("{:010}", json.len()).into_bytes();
+    out.extend_from_slice(&json);
+    Ok(out)
+}
+
+/// The event record of `event`, stored as is by the enqueue script.
+pub(crate) fn event_record(event: &Event, ekey: &str, now: DateTime<Utc>) -> Vec<u8> {
+    let kind = event.event_type.as_deref();
+    let mut out = Vec::with_capacity(E_KEY + ekey.len() + event.payload.len() + 32);
+    out.extend_from_slice(time_field(event.created_at.unwrap_or(now)).as_bytes());
+    out.extend_from_slice(format!("{:06}", event.priority).as_bytes());
+    out.extend_from_slice(format!("{:010}", ekey.len()).as_bytes());
+    out.extend_from_slice(if kind.is_some() { b"1" } else { b"0" });
+    out.extend_from_slice(format!("{:010}", kind.map_or(0, str::len)).as_bytes());
+    out.extend_from_slice(ekey.as_bytes());
+    out.extend_from_slice(kind.unwrap_or_default().as_bytes());
+    out.extend_from_slice(&event.payload);
+    out
+}
+
+/// Reads a record from left to right.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn slice(&self, at: usize, len: usize) -> Result<&'a [u8]> {
+        at.checked_add(len)
+            .and_then(|end| self.bytes.get(at..end))
+            .ok_or_else(|| corrupt(format!("stored {} record is truncated", self.what)))
+    }
+
+    fn text(&self, at: usize, len: usize) -> Result<&'a str> {
+        std::str::from_utf8(self.slice(at, len)?)
+            .map_err(|_| corrupt(format!("stored {} record is not UTF-8", self.what)))
+    }
+
+    fn number<T: FromStr>(&self, at: usize, len: usize) -> Result<T> {
+        let s = self.text(at, len)?;
+        s.parse().map_err(|_| {
+            corrupt(format!(
+                "stored {} record: {s:?} is not a number",
+                self.what
+            ))
         })
-        .collect()
+    }
+
+    fn time(&self, at: usize) -> Result<DateTime<Utc>> {
+        from_millis(self.number(at, TIME)?)
+    }
+
+    /// A length field at `at`, then that many bytes: the bytes and where they end.
+    fn part(&self, at: usize) -> Result<(&'a [u8], usize)> {
+        let len: usize = self.number(at, LEN)?;
+        Ok((self.slice(at + LEN, len)?, at + LEN + len))
+    }
+}
+
+/// The tenant, endpoint id and event id in a stored idempotency key.
+type StoredKey = (Option<String>, String, String);
+
+/// A delivery record: the delivery, and where its attempts start.
+fn delivery_at(bytes: &[u8]) -> Result<(Delivery, usize)> {
+    let r = Reader {
+        bytes,
+        what: "delivery",
+    };
+    let at = r.time(D_AT)?;
+    let state = match r.slice(D_STATE, 1)? {
+        b"p" => DeliveryState::Pending {
+            next_attempt_at: at,
+        },
+        b"f" => DeliveryState::InFlight { lease_until: at },
+        b"d" => DeliveryState::Delivered { at },
+        b"x" => DeliveryState::Dead { at },
+        other => {
+            return Err(corrupt(format!(
+                "unknown delivery state {:?}",
+                String::from_utf8_lossy(other)
+            )));
+        }
+    };
+    let status = r.text(D_STATUS, 6)?;
+    let last_status = if status == "------" {
+        None
+    } else {
+        Some(r.number(D_STATUS, 6)?)
+    };
+    let (error, key_at) = r.part(D_ERROR_LEN)?;
+    let last_error = match r.slice(D_HAS_ERROR, 1)? {
+        b"1" => Some(
+            std::str::from_utf8(error)
+                .map_err(|_| corrupt("a stored error is not UTF-8"))?
+                .to_owned(),
+        ),
+        _ => None,
+    };
+    let (key, end) = r.part(key_at)?;
+    let (tenant, endpoint, event): StoredKey =
+        serde_json::from_slice(key).map_err(|e| corrupt(format!("stored delivery key: {e}")))?;
+    let delivery = Delivery {
+        key: IdempotencyKey::new(
+            EventId::from(event),
+            EndpointId::from(endpoint),
+            tenant.map(TenantId::from),
+        ),
+        state,
+        attempts: r.number(D_ATTEMPTS, 10)?,
+        last_status,
+        last_error,
+        priority: r.number(D_PRIORITY, 6)?,
+        created_at: r.time(D_CREATED)?,
+        updated_at: r.time(D_UPDATED)?,
+        lease_token: r.number(D_TOKEN, 16)?,
+    };
+    Ok((delivery, end))
+}
+
+/// A delivery record, without its attempts.
+pub(crate) fn delivery(v: Value) -> Result<Delivery> {
+    Ok(delivery_at(&bytes(v)?)?.0)
+}
+
+/// A delivery record with its attempts.
+pub(crate) fn delivery_record(v: Value) -> Result<DeliveryRecord> {
+    let bytes = bytes(v)?;
+    let (delivery, mut at) = delivery_at(&bytes)?;
+    let r = Reader {
+        bytes: &bytes,
+        what: "delivery",
+    };
+    let mut attempts = Vec::new();
+    while at < bytes.len() {
+        let (json, end) = r.part(at)?;
+        attempts.push(
+            serde_json::from_slice(json).map_err(|e| corrupt(format!("stored attempt: {e}")))?,
+        );
+        at = end;
+    }
+    Ok(DeliveryRecord { delivery, attempts })
+}
+
+/// An event record, payload included (shared, not copied).
+pub(crate) fn event(v: Value) -> Result<Event> {
+    let record = Bytes::from(bytes(v)?);
+    let r = Reader {
+        bytes: &record,
+        what: "event",
+    };
+    let key_len: usize = r.number(E_KEY_LEN, LEN)?;
+    let key = r.slice(E_KEY, key_len)?;
+    let type_at = E_KEY + key_len;
+    let type_len: usize = r.number(E_TYPE_LEN, LEN)?;
+    let kind = r.text(type_at, type_len)?;
+    let (tenant, id): (Option<String>, String) =
+        serde_json::from_slice(key).map_err(|e| corrupt(format!("stored event key: {e}")))?;
+    let event_type = match r.slice(E_HAS_TYPE, 1)? {
+        b"1" => Some(kind.to_owned()),
+        _ => None,
+    };
+    let created_at = Some(r.time(E_CREATED)?);
+    let priority = r.number(E_PRIORITY, 6)?;
+    let payload = record.slice(type_at + type_len..);
+    Ok(Event {
+        id: EventId::from(id),
+        tenant_id: tenant.map(TenantId::from),
+        event_type,
+        payload,
+        created_at,
+        priority,
+    })
 }

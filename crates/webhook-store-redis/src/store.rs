@@ -24,7 +24,8 @@ use webhook_core::{
 
 use crate::{
     codec::{
-        Args, Fields, array, attempts, corrupt, delivery_key, event_key, int, millis, text, tuple,
+        Args, array, attempt_entry, corrupt, delivery, delivery_key, delivery_record, error_part,
+        event, event_key, event_record, int, millis, status_field, text, token_field, tuple,
     },
     error::Redactor,
     scripts::SCRIPTS,
@@ -383,18 +384,19 @@ impl RedisStore {
         }
     }
 
-    async fn write_batch(&self, jobs: Vec<EnqueueJob>) {
+    async fn write_batch(&self, mut jobs: Vec<EnqueueJob>) {
         let mut args = Args::new().num(jobs.len());
-        for job in &jobs {
+        for job in &mut jobs {
             args = args.num(job.args.len());
-            args.0.extend(job.args.iter().cloned());
+            args.0.append(&mut job.args);
         }
+        // Three values per event, flat.
         let replies = self
             .eval(&SCRIPTS.enqueue, args)
             .await
             .and_then(array)
             .and_then(|r| {
-                if r.len() == jobs.len() {
+                if r.len() == 3 * jobs.len() {
                     Ok(r)
                 } else {
                     Err(corrupt("enqueue replied with the wrong count"))
@@ -402,8 +404,10 @@ impl RedisStore {
             });
         match replies {
             Ok(replies) => {
-                for (job, reply) in jobs.into_iter().zip(replies) {
-                    let _ = job.reply.send(Ok(reply));
+                let mut replies = replies.into_iter();
+                for job in jobs {
+                    let reply: Vec<Value> = replies.by_ref().take(3).collect();
+                    let _ = job.reply.send(Ok(Value::Array(reply)));
                 }
             }
             Err(e) => {
@@ -422,14 +426,6 @@ impl RedisStore {
             Err(e) => Err(self.failed(&conn, &e)),
         }
     }
-}
-
-fn record(v: Value) -> Result<DeliveryRecord> {
-    let [delivery, history] = tuple(v)?;
-    Ok(DeliveryRecord {
-        delivery: Fields::parse(delivery)?.delivery()?,
-        attempts: attempts(history)?,
-    })
 }
 
 fn tenant_str(tenant: Option<&TenantId>) -> Option<&str> {
@@ -495,15 +491,13 @@ impl Store for RedisStore {
         if endpoints.is_empty() {
             return Ok(Enqueued::default());
         }
+        let ekey = event_key(event.tenant_id.as_ref(), &event.id);
         let mut args = Args::new()
             .num(millis(now))
-            .str(&event_key(event.tenant_id.as_ref(), &event.id))
-            .str(event.id.as_str())
+            .str(&ekey)
             .opt(tenant_str(event.tenant_id.as_ref()))
-            .opt(event.event_type.as_deref())
-            .num(millis(event.created_at.unwrap_or(now)))
             .num(event.priority)
-            .bytes(&event.payload)
+            .owned(event_record(event, &ekey, now))
             .num(endpoints.len());
         for id in endpoints {
             let key = IdempotencyKey::new(event.id.clone(), id.clone(), event.tenant_id.clone());
@@ -548,27 +542,39 @@ impl Store for RedisStore {
         for (id, max) in &request.endpoint_limits {
             args = args.str(id.as_str()).num((*max).min(limit));
         }
-        let reply = self.eval(&SCRIPTS.claim, args).await?;
-        array(reply)?
+        let [claimed, events] = tuple(self.eval(&SCRIPTS.claim, args).await?)?;
+        let events = array(events)?
             .into_iter()
-            .map(|item| {
-                let [_seq, delivery, event] = tuple(item)?;
-                let delivery: Delivery = Fields::parse(delivery)?.delivery()?;
-                let DeliveryState::InFlight { lease_until } = delivery.state else {
-                    return Err(corrupt("claimed delivery is not in flight"));
-                };
-                let lease = Lease {
-                    key: delivery.key.clone(),
-                    token: delivery.lease_token,
-                    until: lease_until,
-                };
-                Ok(Claimed {
-                    event: Fields::parse(event)?.event()?,
-                    delivery,
-                    lease,
-                })
-            })
-            .collect()
+            .map(event)
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = Vec::new();
+        let mut items = array(claimed)?.into_iter();
+        while let Some(record) = items.next() {
+            let delivery: Delivery = delivery(record)?;
+            let index = items
+                .next()
+                .ok_or_else(|| corrupt("short claim reply"))
+                .and_then(int)?;
+            let event = usize::try_from(index - 1)
+                .ok()
+                .and_then(|i| events.get(i))
+                .ok_or_else(|| corrupt("claim replied with a wrong event index"))?
+                .clone();
+            let DeliveryState::InFlight { lease_until } = delivery.state else {
+                return Err(corrupt("claimed delivery is not in flight"));
+            };
+            let lease = Lease {
+                key: delivery.key.clone(),
+                token: delivery.lease_token,
+                until: lease_until,
+            };
+            out.push(Claimed {
+                event,
+                delivery,
+                lease,
+            });
+        }
+        Ok(out)
     }
 
     async fn complete(&self, finished: &[Finished], now: DateTime<Utc>) -> Result<Completed> {
@@ -585,24 +591,20 @@ impl Store for RedisStore {
                 } => ("retry", *next_attempt_at),
                 Completion::Defer { until } => ("defer", *until),
             };
-            let attempt = f.completion.attempt();
-            let json = attempt
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|e| Error::invalid("attempt", e.to_string()))?;
             args = args
                 .str(&delivery_key(&f.lease.key))
-                .num(f.lease.token)
+                .str(f.lease.key.endpoint_id.as_str())
+                .str(&token_field(f.lease.token))
                 .str(kind)
-                .num(millis(at))
-                .opt(json.as_deref())
-                .str(
-                    &attempt
-                        .and_then(|a| a.status)
-                        .map(|s| s.to_string())
-                        .unwrap_or_default(),
-                )
-                .opt(attempt.and_then(|a| a.error.as_deref()));
+                .num(millis(at));
+            args = match f.completion.attempt() {
+                Some(attempt) => args
+                    .flag(true)
+                    .str(&status_field(attempt.status))
+                    .str(&error_part(attempt.error.as_deref()))
+                    .owned(attempt_entry(attempt)?),
+                None => args.flag(false).str("").str("").str(""),
+            };
         }
         let applied = array(self.eval(&SCRIPTS.complete, args).await?)?;
         if applied.len() != finished.len() {
@@ -625,7 +627,7 @@ impl Store for RedisStore {
             .await?
         {
             Value::Nil => Ok(None),
-            reply => record(reply).map(Some),
+            reply => delivery_record(reply).map(Some),
         }
     }
 
@@ -640,12 +642,12 @@ impl Store for RedisStore {
         if reply == Value::Nil {
             return Ok(None);
         }
-        let [event, deliveries] = tuple(reply)?;
+        let [record, deliveries] = tuple(reply)?;
         Ok(Some(EventRecord {
-            event: Fields::parse(event)?.event()?,
+            event: event(record)?,
             deliveries: array(deliveries)?
                 .into_iter()
-                .map(record)
+                .map(delivery_record)
                 .collect::<Result<_>>()?,
         }))
     }
@@ -660,7 +662,7 @@ impl Store for RedisStore {
             .num(query.limit.min(MAX_COUNT));
         array(self.eval(&SCRIPTS.list_dead, args).await?)?
             .into_iter()
-            .map(|v| Fields::parse(v)?.delivery())
+            .map(delivery)
             .collect()
     }
 

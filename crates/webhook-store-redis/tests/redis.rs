@@ -55,24 +55,27 @@ async fn the_payload_is_stored_once_per_event() {
         .await
         .unwrap();
     let events = keys(&store, "ev:*").await;
-    assert_eq!(events.len(), 1, "one event hash: {events:?}");
+    assert_eq!(events.len(), 1, "one event record: {events:?}");
     assert_eq!(keys(&store, "d:*").await.len(), 3, "three deliveries");
     let mut conn = store.pool().get().await.unwrap();
-    let len: usize = redis::cmd("HSTRLEN")
+    let record: Vec<u8> = redis::cmd("GET")
         .arg(&events[0])
-        .arg("payload")
         .query_async(&mut *conn)
         .await
         .unwrap();
-    assert_eq!(len, payload.len(), "raw bytes, not an encoding");
+    assert!(
+        record.len() < payload.len() + 100,
+        "the payload once, in a small record: {} bytes",
+        record.len()
+    );
+    assert!(record.ends_with(&payload), "raw bytes, not an encoding");
     for d in keys(&store, "d:*").await {
-        let has: bool = redis::cmd("HEXISTS")
+        let len: usize = redis::cmd("STRLEN")
             .arg(&d)
-            .arg("payload")
             .query_async(&mut *conn)
             .await
             .unwrap();
-        assert!(!has, "deliveries do not copy the payload");
+        assert!(len < 300, "deliveries do not copy the payload: {len} bytes");
     }
     let claimed = store
         .claim(&ClaimRequest::new(t(1), LEASE, 10))
@@ -274,11 +277,11 @@ async fn deleting_and_pruning_leave_no_garbage() {
     assert_eq!(store.complete(&finished, t(1)).await.unwrap().applied, 6);
     assert!(store.delete_endpoint(&"a".into()).await.unwrap());
     assert_eq!(store.prune(t(2)).await.unwrap(), 2, "b's delivered ones");
-    // Left: endpoint b, its dead delivery of e0 (with its attempt) and event e0.
+    // Left: endpoint b, its dead delivery of e0 (its attempt in its record) and
+    // event e0.
     let left = keys(&store, "*").await;
     let p = store.prefix();
     let expected: Vec<String> = [
-        "att:0000000000000002",
         "cursor",
         "d:0000000000000002",
         "dead",
@@ -289,7 +292,6 @@ async fn deleting_and_pruning_leave_no_garbage() {
         "epd:b",
         "eseq",
         "ev:0000000000000001",
-        "evd:0000000000000001",
         "seq",
     ]
     .iter()
@@ -453,4 +455,96 @@ async fn priority_holds_through_expired_leases_retries_and_a_switch_to_strict() 
         .await
         .unwrap();
     assert!(keys(&store, "rdy:s").await.is_empty(), "no ready set left");
+}
+
+#[tokio::test]
+async fn switching_ordering_rebuilds_the_dispatch_order() {
+    let url = support::redis_url();
+    let cleanup = support::Cleanup::new(&url);
+    let store = store(&cleanup, &url, "switch").await;
+    let loose = Endpoint::new("s", "https://example.test/");
+    let strict = loose.clone().with_ordering(Ordering::Strict);
+    store.put_endpoint(&loose).await.unwrap();
+    for i in 0..3 {
+        store
+            .enqueue(&Event::new(format!("e{i}"), "x"), &ids(&["s"]), t(0))
+            .await
+            .unwrap();
+    }
+    assert!(
+        keys(&store, "unf:s").await.is_empty(),
+        "kept for strict only"
+    );
+    let e0 = store
+        .claim(&ClaimRequest::new(t(0), LEASE, 1))
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&e0), ["e0"]);
+    store.complete(&[delivered(&e0[0], 1)], t(1)).await.unwrap();
+
+    // Strict: the unfinished ones (e1, e2) in dispatch order, one at a time.
+    store.put_endpoint(&strict).await.unwrap();
+    let e1 = store
+        .claim(&ClaimRequest::new(t(1), LEASE, 10))
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&e1), ["e1"]);
+    let dead = webhook_core::Finished {
+        lease: e1[0].lease.clone(),
+        completion: Completion::Dead {
+            attempt: webhook_core::Attempt::failed(t(2), Duration::ZERO, "gone \"away\""),
+        },
+    };
+    assert_eq!(store.complete(&[dead], t(2)).await.unwrap().applied, 1);
+    let e2 = store
+        .claim(&ClaimRequest::new(t(2), LEASE, 10))
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&e2), ["e2"]);
+
+    // Not strict: e3 goes while e2 is in flight.
+    store.put_endpoint(&loose).await.unwrap();
+    assert!(keys(&store, "unf:s").await.is_empty());
+    store
+        .enqueue(&Event::new("e3", "x"), &ids(&["s"]), t(3))
+        .await
+        .unwrap();
+    let e3 = store
+        .claim(&ClaimRequest::new(t(3), LEASE, 10))
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&e3), ["e3"]);
+
+    // Strict again, then e1 replayed: the oldest unfinished, so the only claimable one
+    // once the leases of e2 and e3 expire.
+    store.put_endpoint(&strict).await.unwrap();
+    let key = IdempotencyKey::new("e1".into(), "s".into(), None);
+    assert!(store.replay_dead(&key, t(4)).await.unwrap());
+    let record = store.get_delivery(&key).await.unwrap().unwrap();
+    assert_eq!(record.attempts.len(), 1, "history kept");
+    assert_eq!(record.delivery.last_error.as_deref(), Some("gone \"away\""));
+    let again = store
+        .claim(&ClaimRequest::new(t(100), LEASE, 10))
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&again), ["e1"]);
+    store
+        .complete(&[delivered(&again[0], 100)], t(100))
+        .await
+        .unwrap();
+    let next = store
+        .claim(&ClaimRequest::new(t(100), LEASE, 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        event_ids(&next),
+        ["e2"],
+        "an expired lease, taken over in order"
+    );
+    assert_eq!(next[0].delivery.lease_token, 2);
+    let stale = store
+        .complete(&[delivered(&e2[0], 100)], t(100))
+        .await
+        .unwrap();
+    assert_eq!(stale.lease_lost.len(), 1, "the first lease of e2 is gone");
 }

@@ -1,90 +1,98 @@
 -- claim: ARGV = prefix, now, lease_until, limit, per_endpoint_limit, n, then n pairs
 -- (endpoint id, limit) overriding the per-endpoint limit (0 skips the endpoint).
 -- Serves endpoints round-robin in id order, starting after the one served last.
--- Returns { {seq, delivery fields, event fields (payload included)}, ... }.
+-- Returns {claimed, events}: claimed is flat, a delivery record (as written) then the
+-- 1-based index of its event record (payload included) in events, per claim.
 local now_s, until_s = ARGV[2], ARGV[3]
 local now = tonumber(now_s)
+local now17, until17 = t17(now_s), t17(until_s)
 local limit = tonumber(ARGV[4])
 local default_max = tonumber(ARGV[5])
 local overrides = {}
 for i = 0, tonumber(ARGV[6]) - 1 do
   overrides[ARGV[7 + 2 * i]] = tonumber(ARGV[8 + 2 * i])
 end
-local out = {}
-if limit <= 0 then return out end
+local out, events = {}, {}
+local claimed = 0
+if limit <= 0 then return {out, events} end
 local due = redis.call('ZCOUNT', K_DUE, '-inf', now_s)
-if due == 0 then return out end
-local events = {}
+if due == 0 then return {out, events} end
+local event_index = {} -- eseq -> index in events (records fetched at the end)
 
 -- Most schedule entries promoted into an endpoint's ready set per visit (at least the
 -- endpoint's limit), so that a claim's cost does not grow with the backlog.
 local PROMOTE = 1024
 
--- Schedule entries of the endpoint being served (lease ends), written in one go.
-local leased = {}
+-- Of the endpoint being served: schedule entries (lease ends) and rewritten records,
+-- written in one go.
+local leased, writes = {}, {}
 
--- Claims the delivery `seq` of `ep` if it is pending (or its lease expired) and due.
--- `h` is its HGETALL reply. Returns whether it was claimed.
-local function take(ep, seq, h)
-  local f = {}
-  for i = 1, #h, 2 do f[h[i]] = i + 1 end
-  local st = f.state and h[f.state]
-  if not (st == 'pending' or st == 'in_flight') or tonumber(h[f.at]) > now then
-    return false
-  end
-  local token = tostring((tonumber(f.token and h[f.token]) or 0) + 1)
-  local d = k_d(seq)
-  redis.call('HSET', d, 'token', token, 'state', 'in_flight', 'at', until_s, 'updated', now_s)
-  h[f.state], h[f.at], h[f.updated] = 'in_flight', until_s, now_s
-  if f.token then h[f.token] = token else h[#h + 1] = 'token'; h[#h + 1] = token end
+-- Whether the record `v` is claimable now: pending or in flight (an expired lease), due.
+local function claimable(v)
+  local st = d_state(v)
+  return (st == 'p' or st == 'f') and d_at(v) <= now
+end
+
+-- Claims the delivery `seq` (record `v` under key `key`, claimable).
+local function take(seq, key, v)
+  local token = string.format('%016d', tonumber(string.sub(v, 19, 34)) + 1)
+  local nv = 'f' .. until17 .. token .. string.sub(v, 35, 44) .. now17 .. string.sub(v, 62)
+  writes[#writes + 1] = key
+  writes[#writes + 1] = nv
   leased[#leased + 1] = until_s
   leased[#leased + 1] = seq
-  local eseq = h[f.eseq]
-  if not events[eseq] then events[eseq] = redis.call('HGETALL', k_ev(eseq)) end
-  out[#out + 1] = {seq, h, events[eseq]}
-  return true
+  local eseq = d_eseq(v)
+  local e = event_index[eseq]
+  if not e then
+    events[#events + 1] = eseq
+    e = #events
+    event_index[eseq] = e
+  end
+  out[#out + 1] = nv
+  out[#out + 1] = e
+  claimed = claimed + 1
 end
 
 local function serve(ep)
   local max = overrides[ep] or default_max
-  if max > limit - #out then max = limit - #out end
+  if max > limit - claimed then max = limit - claimed end
   if max <= 0 then return end
   local info = redis.call('HMGET', k_ep(ep), 'enabled', 'strict')
   if info[1] ~= '1' then return end
   local got = 0
   local rdy = k_rdy(ep)
+  local sched = k_sched(ep)
   if info[2] == '1' then
     -- Strict ordering: only the oldest unfinished delivery, when it is claimable
     -- (wherever it is indexed: the schedule, or the ready set).
     local head = redis.call('ZRANGE', k_unf(ep), 0, 0)[1]
     if head then
-      local h = redis.call('HGETALL', k_d(head))
-      local at
-      for i = 1, #h, 2 do if h[i] == 'at' then at = h[i + 1] end end
-      if at and take(ep, head, h) then
-        redis.call('ZREM', rdy, rdy_member(at, head))
+      local key = k_d(head)
+      local v = redis.call('GET', key)
+      if v and claimable(v) then
+        redis.call('ZREM', rdy, rdy_member(d_at(v), head))
+        take(head, key, v)
         got = 1
       end
     end
   else
     -- Promotes due schedule entries into the ready set (by priority, due time, seq).
-    local sched = k_sched(ep)
     local promo = redis.call('ZRANGEBYSCORE', sched, '-inf', now_s, 'LIMIT', 0,
       math.max(max, PROMOTE))
     if #promo > 0 then
-      local add, j = {}, 0
-      for _, seq in ipairs(promo) do
-        local f = redis.call('HMGET', k_d(seq), 'priority', 'at')
-        add[j + 1] = -(tonumber(f[1]) or 0)
-        add[j + 2] = rdy_member(f[2] or now_s, seq)
-        j = j + 2
+      local keys = {}
+      for i, seq in ipairs(promo) do keys[i] = k_d(seq) end
+      local vals = mget(keys)
+      local add = {}
+      for i, seq in ipairs(promo) do
+        local v = vals[i]
+        if v then
+          add[#add + 1] = -d_priority(v)
+          add[#add + 1] = rdy_member(d_at(v), seq)
+        end
       end
-      for i = 1, #add, 4000 do
-        redis.call('ZADD', rdy, unpack(add, i, math.min(i + 3999, #add)))
-      end
-      for i = 1, #promo, 4000 do
-        redis.call('ZREM', sched, unpack(promo, i, math.min(i + 3999, #promo)))
-      end
+      bulk('ZADD', rdy, add)
+      bulk('ZREM', sched, promo)
     end
     -- Takes from the head of the ready set; entries seen due by a claim with a later
     -- clock go back to the schedule, stale ones are dropped.
@@ -93,25 +101,39 @@ local function serve(ep)
       local members = redis.call('ZRANGE', rdy, 0, math.min(max - got, budget) - 1)
       if #members == 0 then break end
       budget = budget - #members
-      for _, m in ipairs(members) do
-        local seq = string.sub(m, -16)
-        local h = redis.call('HGETALL', k_d(seq))
-        local at
-        for i = 1, #h, 2 do if h[i] == 'at' then at = h[i + 1] end end
-        if at and rdy_member(at, seq) == m and tonumber(at) > now then
-          redis.call('ZADD', sched, at, seq)
-        elseif at and rdy_member(at, seq) == m and take(ep, seq, h) then
-          got = got + 1
+      local keys, seqs = {}, {}
+      for i, m in ipairs(members) do
+        seqs[i] = string.sub(m, -16)
+        keys[i] = k_d(seqs[i])
+      end
+      local vals = mget(keys)
+      local back = {}
+      for i, m in ipairs(members) do
+        local v, seq = vals[i], seqs[i]
+        local st = v and d_state(v)
+        if st == 'p' or st == 'f' then
+          local at = d_at(v)
+          if rdy_member(at, seq) == m then
+            if at > now then
+              back[#back + 1] = at
+              back[#back + 1] = seq
+            else
+              take(seq, keys[i], v)
+              got = got + 1
+            end
+          end
         end
       end
-      for i = 1, #members, 4000 do
-        redis.call('ZREM', rdy, unpack(members, i, math.min(i + 3999, #members)))
-      end
+      bulk('ZREM', rdy, members)
+      bulk('ZADD', sched, back)
+      -- Written before the next batch is read (a record is taken at most once).
+      bulk('MSET', nil, writes)
+      writes = {}
     end
   end
-  for i = 1, #leased, 4000 do
-    redis.call('ZADD', k_sched(ep), unpack(leased, i, math.min(i + 3999, #leased)))
-  end
+  bulk('MSET', nil, writes)
+  writes = {}
+  bulk('ZADD', sched, leased)
   leased = {}
   refresh(ep)
   if got > 0 then
@@ -129,7 +151,7 @@ local function scan(min, max)
       if at and tonumber(at) <= now then
         seen = seen + 1
         serve(ep)
-        if #out >= limit or seen >= due then return true end
+        if claimed >= limit or seen >= due then return true end
       end
     end
     if #batch < 256 then return false end
@@ -143,4 +165,9 @@ if cursor then
 else
   scan('-', '+')
 end
-return out
+
+-- The events of the claimed deliveries, each once.
+local keys = {}
+for i, eseq in ipairs(events) do keys[i] = k_ev(eseq) end
+events = mget(keys)
+return {out, events}

@@ -1,7 +1,6 @@
--- Shared by every script: key names and index upkeep.
+-- Shared by every script: key names, the record formats and index upkeep.
 -- ARGV[1] is the store's prefix; every key lives under "<prefix>:".
--- Times are milliseconds since the epoch, passed in by the caller as strings and
--- stored as given (Lua never formats a timestamp).
+-- Times are milliseconds since the epoch, passed in by the caller as strings.
 local P = ARGV[1] .. ':'
 local K_ENDPOINTS = P .. 'endpoints' -- zset, all scores 0: endpoint ids in byte order
 local K_ACTIVE = P .. 'active'       -- zset, all scores 0: endpoints with unfinished work
@@ -9,23 +8,89 @@ local K_DUE = P .. 'due'             -- zset: the same endpoints by earliest cla
 local K_DEAD = P .. 'dead'           -- zset: dead delivery seqs by time of death
 local K_DONE = P .. 'delivered'      -- zset: delivered delivery seqs by time of delivery
 local K_DKEYS = P .. 'dkeys'         -- hash: encoded idempotency key -> delivery seq
-local K_EKEYS = P .. 'ekeys'         -- hash: encoded (tenant, event id) -> event seq
+local K_EKEYS = P .. 'ekeys'         -- hash: encoded (tenant, event id) -> event seq, then
+                                     -- its delivery seqs (16 chars each, creation order)
 local K_SEQ = P .. 'seq'             -- counter of delivery seqs (dispatch order)
 local K_ESEQ = P .. 'eseq'           -- counter of event seqs
 local K_CURSOR = P .. 'cursor'       -- the endpoint served last by claim
 
 local function k_ep(id) return P .. 'ep:' .. id end         -- hash: one endpoint
 local function k_sched(id) return P .. 'sched:' .. id end   -- zset: unfinished seqs by claimable-at
-local function k_unf(id) return P .. 'unf:' .. id end       -- zset: unfinished seqs by seq
+local function k_unf(id) return P .. 'unf:' .. id end       -- zset: strict only: unfinished seqs by seq
 local function k_rdy(id) return P .. 'rdy:' .. id end       -- zset: due seqs by priority, due time, seq
 local function k_epd(id) return P .. 'epd:' .. id end       -- set: every seq of the endpoint
-local function k_d(seq) return P .. 'd:' .. seq end         -- hash: one delivery
-local function k_att(seq) return P .. 'att:' .. seq end     -- list: its attempts (JSON)
-local function k_ev(eseq) return P .. 'ev:' .. eseq end     -- hash: one event, payload once
-local function k_evd(eseq) return P .. 'evd:' .. eseq end   -- zset: the event's seqs
+local function k_d(seq) return P .. 'd:' .. seq end         -- string: one delivery record
+local function k_ev(eseq) return P .. 'ev:' .. eseq end     -- string: one event record, payload once
 
 -- Seqs are zero-padded so that equal scores order members by seq.
 local function pad(n) return string.format('%016d', n) end
+
+-- A delivery record is one string, decoded by the Rust side (codec.rs), with a
+-- fixed-width head so that scripts read and rewrite it with string.sub:
+--   [1] state: p(ending) f (in flight) d(elivered) x (dead)
+--   [2..18] at (next attempt, lease end, delivered/dead time), 17 chars ('%017d')
+--   [19..34] lease token (16 digits)   [35..44] attempts (10 digits)
+--   [45..61] updated (17)   [62..78] created (17)   [79..84] priority ('%06d')
+--   [85..100] event seq (16)   [101..106] last status ('%06d', '------' for none)
+--   [107] has error (0/1)   [108..117] error length (10 digits), then the error,
+--   then the idempotency key's length (10 digits) and the key (JSON
+--   [tenant, endpoint id, event id]), then the attempts, each as its length
+--   (10 digits) and its JSON, oldest first.
+-- An event record (written by the Rust side as is):
+--   [1..17] created   [18..23] priority   [24..33] ekey length   [34] has type
+--   [35..44] type length, then the ekey (JSON [tenant, event id]), the type and the
+--   payload (the rest, raw bytes).
+local function t17(ms) return string.format('%017d', tonumber(ms)) end
+local function d_state(v) return string.sub(v, 1, 1) end
+local function d_at(v) return tonumber(string.sub(v, 2, 18)) end
+local function d_priority(v) return tonumber(string.sub(v, 79, 84)) end
+local function d_eseq(v) return string.sub(v, 85, 100) end
+-- Position of the idempotency key's length.
+local function d_key_pos(v) return 118 + tonumber(string.sub(v, 108, 117)) end
+local function d_dkey(v)
+  local p = d_key_pos(v)
+  return string.sub(v, p + 10, p + 9 + tonumber(string.sub(v, p, p + 9)))
+end
+-- The delivery's {tenant (false if none), endpoint id} from its key (cold paths only).
+local function d_owner(v)
+  local k = cjson.decode(d_dkey(v))
+  local tenant = k[1]
+  if tenant == cjson.null then tenant = false end
+  return tenant, k[2]
+end
+-- v with its state, time, attempts and updated time replaced (all other parts kept).
+local function d_with(v, state, at17, attempts, updated17)
+  return state .. at17 .. string.sub(v, 19, 34) .. string.format('%010d', attempts) ..
+    updated17 .. string.sub(v, 62)
+end
+-- The event record's ekey (from its head: GETRANGE, the payload stays in Redis).
+local function ev_ekey(eseq)
+  local head = redis.call('GETRANGE', k_ev(eseq), 0, 43)
+  if #head < 44 then return false end
+  return redis.call('GETRANGE', k_ev(eseq), 44, 43 + tonumber(string.sub(head, 24, 33)))
+end
+
+-- MGET of `keys` in chunks (Lua's stack): values (false when missing) by position.
+local function mget(keys)
+  local out = {}
+  for i = 1, #keys, 4000 do
+    local part = redis.call('MGET', unpack(keys, i, math.min(i + 3999, #keys)))
+    for j = 1, #part do out[i + j - 1] = part[j] end
+  end
+  return out
+end
+
+-- Bulk command `cmd key` over a flat list of arguments (key nil: `cmd` alone), in
+-- chunks (Lua's stack).
+local function bulk(cmd, key, list)
+  for i = 1, #list, 4000 do
+    if key then
+      redis.call(cmd, key, unpack(list, i, math.min(i + 3999, #list)))
+    else
+      redis.call(cmd, unpack(list, i, math.min(i + 3999, #list)))
+    end
+  end
+end
 
 -- The K_DUE score of an endpoint with promoted (ready) work: below any real time.
 local READY_DUE = -9e15
@@ -59,44 +124,56 @@ local function refresh(ep)
   end
 end
 
--- Deletes one delivery, its attempts and its index entries, and its event when it
--- was the event's last delivery. The caller refreshes the endpoint if needed.
+-- Deletes one delivery (its attempts are in its record) and its index entries, and
+-- its event when it was the event's last delivery. The caller refreshes the
+-- endpoint if needed.
 local function remove_delivery(seq)
   local d = k_d(seq)
-  local f = redis.call('HMGET', d, 'endpoint', 'dkey', 'eseq', 'at')
-  if not f[1] then return false end
-  local ep, dkey, eseq = f[1], f[2], f[3]
-  redis.call('HDEL', K_DKEYS, dkey)
+  local v = redis.call('GET', d)
+  if not v then return false end
+  local _, ep = d_owner(v)
+  local eseq = d_eseq(v)
+  redis.call('HDEL', K_DKEYS, d_dkey(v))
   redis.call('ZREM', k_sched(ep), seq)
-  if f[4] then redis.call('ZREM', k_rdy(ep), rdy_member(f[4], seq)) end
+  redis.call('ZREM', k_rdy(ep), rdy_member(d_at(v), seq))
   redis.call('ZREM', k_unf(ep), seq)
   redis.call('SREM', k_epd(ep), seq)
   redis.call('ZREM', K_DEAD, seq)
   redis.call('ZREM', K_DONE, seq)
-  redis.call('DEL', d, k_att(seq))
-  redis.call('ZREM', k_evd(eseq), seq)
-  if redis.call('ZCARD', k_evd(eseq)) == 0 then
-    local ekey = redis.call('HGET', k_ev(eseq), 'ekey')
+  redis.call('DEL', d)
+  local ekey = ev_ekey(eseq)
+  local seqs = ekey and redis.call('HGET', K_EKEYS, ekey) or ''
+  local left = {}
+  for i = 17, #seqs, 16 do
+    local s = string.sub(seqs, i, i + 15)
+    if s ~= seq then left[#left + 1] = s end
+  end
+  if #left == 0 then
     if ekey then redis.call('HDEL', K_EKEYS, ekey) end
-    redis.call('DEL', k_ev(eseq), k_evd(eseq))
+    redis.call('DEL', k_ev(eseq))
+  else
+    redis.call('HSET', K_EKEYS, ekey, eseq .. table.concat(left))
   end
   return true
 end
 
--- Moves a dead delivery back to pending at `now`, with a fresh attempt budget.
-local function replay(seq, now)
-  local d = k_d(seq)
-  local ep = redis.call('HGET', d, 'endpoint')
-  redis.call('HSET', d, 'state', 'pending', 'at', now, 'attempts', 0, 'updated', now)
+-- Moves a dead delivery (record `v`) back to pending at `now`, with a fresh attempt
+-- budget.
+local function replay(seq, v, now)
+  local _, ep = d_owner(v)
+  local now17 = t17(now)
+  redis.call('SET', k_d(seq), d_with(v, 'p', now17, 0, now17))
   redis.call('ZREM', K_DEAD, seq)
   redis.call('ZADD', k_sched(ep), now, seq)
-  redis.call('ZADD', k_unf(ep), seq, seq)
+  if redis.call('HGET', k_ep(ep), 'strict') == '1' then
+    redis.call('ZADD', k_unf(ep), seq, seq)
+  end
   refresh(ep)
 end
 
--- Whether the delivery hash `d` belongs to `tenant` (has_tenant false: no tenant).
-local function tenant_is(d, has_tenant, tenant)
-  local t = redis.call('HGET', d, 'tenant')
+-- Whether the delivery record `v` belongs to `tenant` (has_tenant false: no tenant).
+local function tenant_is(v, has_tenant, tenant)
+  local t = d_owner(v)
   if has_tenant then return t == tenant end
   return not t
 end

@@ -1,19 +1,16 @@
 -- complete: ARGV = prefix, now, n, then n groups of 9:
---   dkey, lease token, kind (delivered|dead|retry|defer), at (retry/defer: when due),
---   has_attempt (0/1), attempt JSON, status ('' for none), has_error (0/1), error.
+--   dkey, endpoint id (the key's), lease token (16 digits), kind
+--   (delivered|dead|retry|defer), at (retry/defer: when due), has_attempt (0/1),
+--   status (6 chars, as in the record), error part (has error, length, error: as in
+--   the record), attempt (length and JSON: as in the record).
 -- Each is applied only if the delivery is in flight under that token.
 -- Returns one 1 (applied) or 0 (lease lost) per group.
--- The script is atomic, so index updates are gathered and written at the end, one
--- command per index (a delivery is applied at most once per call: once applied it is
--- no longer in flight).
+-- The script is atomic, so records and index updates are gathered and written at the
+-- end, one command per index (a delivery is applied at most once per call: once
+-- applied it is no longer in flight).
 local now = ARGV[2]
+local now17 = t17(now)
 local n = tonumber(ARGV[3])
-
-local function bulk(cmd, key, list)
-  for i = 1, #list, 4000 do
-    redis.call(cmd, key, unpack(list, i, math.min(i + 3999, #list)))
-  end
-end
 
 local dkeys = {}
 for i = 0, n - 1 do dkeys[i + 1] = ARGV[4 + 9 * i] end
@@ -22,73 +19,68 @@ for i = 1, n, 4000 do
   local part = redis.call('HMGET', K_DKEYS, unpack(dkeys, i, math.min(i + 3999, n)))
   for j = 1, #part do seqs[i + j - 1] = part[j] end
 end
+local keys, found = {}, {}
+for i = 1, n do
+  if seqs[i] then
+    keys[#keys + 1] = k_d(seqs[i])
+    found[#found + 1] = i
+  end
+end
+local current = {} -- seq -> its record, as read and as rewritten by this call
+local vals = mget(keys)
+for j, i in ipairs(found) do
+  if vals[j] then current[seqs[i]] = vals[j] end
+end
 
 local res = {}
 local idx, order = {}, {}
-local dead, done = {}, {}
+local dead, done, writes = {}, {}, {}
 for i = 0, n - 1 do
   local b = 3 + 9 * i
-  local token, kind, at = ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local ep, token, kind, at = ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local seq = seqs[i + 1]
+  local v = seq and current[seq]
   local applied = 0
-  if seq then
-    local d = k_d(seq)
-    local f = redis.call('HMGET', d, 'state', 'token', 'endpoint', 'at', 'attempts', 'status',
-      'error')
-    if f[1] == 'in_flight' and f[2] == token then
-      local ep = f[3]
-      local x = idx[ep]
-      if not x then
-        x = {rdy = {}, sched_rem = {}, sched_add = {}, unf = {}}
-        idx[ep] = x
-        order[#order + 1] = ep
-      end
-      -- A delivery whose lease expired may have been promoted to the ready set.
-      if f[4] then x.rdy[#x.rdy + 1] = rdy_member(f[4], seq) end
-      local set, del = {}, {}
-      if ARGV[b + 5] == '1' then
-        set[#set + 1] = 'attempts'
-        set[#set + 1] = (tonumber(f[5]) or 0) + 1
-        if ARGV[b + 7] ~= '' then
-          set[#set + 1] = 'status'
-          set[#set + 1] = ARGV[b + 7]
-        elseif f[6] then
-          del[#del + 1] = 'status'
-        end
-        if ARGV[b + 8] == '1' then
-          set[#set + 1] = 'error'
-          set[#set + 1] = ARGV[b + 9]
-        elseif f[7] then
-          del[#del + 1] = 'error'
-        end
-        redis.call('RPUSH', k_att(seq), ARGV[b + 6])
-      end
-      local state, when = 'pending', at
-      if kind == 'delivered' or kind == 'dead' then
-        state, when = kind, now
-        x.sched_rem[#x.sched_rem + 1] = seq
-        x.unf[#x.unf + 1] = seq
-        local to = kind == 'dead' and dead or done
-        to[#to + 1] = now
-        to[#to + 1] = seq
-      else
-        x.sched_add[#x.sched_add + 1] = at
-        x.sched_add[#x.sched_add + 1] = seq
-      end
-      set[#set + 1] = 'state'
-      set[#set + 1] = state
-      set[#set + 1] = 'at'
-      set[#set + 1] = when
-      set[#set + 1] = 'updated'
-      set[#set + 1] = now
-      redis.call('HSET', d, unpack(set))
-      if #del > 0 then redis.call('HDEL', d, unpack(del)) end
-      applied = 1
+  if v and d_state(v) == 'f' and string.sub(v, 19, 34) == token then
+    local x = idx[ep]
+    if not x then
+      x = {rdy = {}, sched_rem = {}, sched_add = {}, unf = {}}
+      idx[ep] = x
+      order[#order + 1] = ep
     end
+    -- A delivery whose lease expired may have been promoted to the ready set.
+    x.rdy[#x.rdy + 1] = rdy_member(d_at(v), seq)
+    local state, when = 'p', at
+    if kind == 'delivered' or kind == 'dead' then
+      state, when = kind == 'dead' and 'x' or 'd', now
+      x.sched_rem[#x.sched_rem + 1] = seq
+      x.unf[#x.unf + 1] = seq
+      local to = kind == 'dead' and dead or done
+      to[#to + 1] = now
+      to[#to + 1] = seq
+    else
+      x.sched_add[#x.sched_add + 1] = at
+      x.sched_add[#x.sched_add + 1] = seq
+    end
+    local attempts = tonumber(string.sub(v, 35, 44))
+    local nv
+    if ARGV[b + 6] == '1' then
+      -- A new last status and error, and the attempt appended.
+      nv = state .. t17(when) .. token .. string.format('%010d', attempts + 1) .. now17 ..
+        string.sub(v, 62, 100) .. ARGV[b + 7] .. ARGV[b + 8] .. string.sub(v, d_key_pos(v)) ..
+        ARGV[b + 9]
+    else
+      nv = d_with(v, state, t17(when), attempts, now17)
+    end
+    current[seq] = nv
+    writes[#writes + 1] = k_d(seq)
+    writes[#writes + 1] = nv
+    applied = 1
   end
   res[#res + 1] = applied
 end
 
+bulk('MSET', nil, writes)
 bulk('ZADD', K_DEAD, dead)
 bulk('ZADD', K_DONE, done)
 for _, ep in ipairs(order) do
