@@ -53,6 +53,7 @@ where
         claims_are_fair_across_endpoints,
         excluded_and_disabled_endpoints_are_skipped,
         strict_ordering_holds_back_later_deliveries,
+        switching_ordering_keeps_dispatch_order,
         higher_priority_goes_first_within_an_endpoint,
         deleting_an_endpoint_drops_its_deliveries,
         prune_removes_old_delivered_work_only,
@@ -750,6 +751,54 @@ async fn strict_ordering_holds_back_later_deliveries(store: &impl Store) {
         next[0].delivery.key.event_id.as_str(),
         "e2",
         "a dead head lets the next go"
+    );
+}
+
+async fn switching_ordering_keeps_dispatch_order(store: &impl Store) {
+    setup(store, &["s"]).await;
+    for (i, e) in ["e1", "e2", "e3"].iter().enumerate() {
+        store
+            .enqueue(&event(e), &ids(&["s"]), t(i64::try_from(i).unwrap()))
+            .await
+            .unwrap();
+    }
+    let first = claim(store, t(5), 1).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].delivery.key.event_id.as_str(), "e1");
+    store
+        .put_endpoint(&endpoint("s").with_ordering(Ordering::Strict))
+        .await
+        .unwrap();
+    assert!(
+        claim(store, t(6), 10).await.is_empty(),
+        "once strict, nothing while e1 (claimed before the switch) is in flight"
+    );
+    let delivered = Completion::Delivered {
+        attempt: ok_attempt(t(6), 200),
+    };
+    assert!(finish(store, &first[0], delivered, t(6)).await);
+    let next = claim(store, t(7), 10).await;
+    assert_eq!(next.len(), 1, "one at a time");
+    assert_eq!(next[0].delivery.key.event_id.as_str(), "e2");
+    store.put_endpoint(&endpoint("s")).await.unwrap();
+    let rest = claim(store, t(8), 10).await;
+    assert_eq!(
+        rest.len(),
+        1,
+        "no longer strict: e3 goes while e2 is in flight"
+    );
+    assert_eq!(rest[0].delivery.key.event_id.as_str(), "e3");
+    store
+        .put_endpoint(&endpoint("s").with_ordering(Ordering::Strict))
+        .await
+        .unwrap();
+    let done = Completion::Delivered {
+        attempt: ok_attempt(t(9), 200),
+    };
+    assert!(finish(store, &next[0], done, t(9)).await);
+    assert!(
+        claim(store, t(10), 10).await.is_empty(),
+        "strict again: e3 is in flight"
     );
 }
 

@@ -8,11 +8,13 @@ use webhook_core::{Attempt, Delivery, DeliveryRecord, Endpoint, EndpointId, Erro
 use crate::codec::{self, Ts};
 
 /// The layout version of the tables, in [`META`] under [`FORMAT_KEY`]. Version 2 added
-/// [`READY`] and [`PROMOTED`]; a version 1 file is upgraded in place at open (both
-/// start empty, which is consistent: nothing has been promoted yet).
-pub(crate) const FORMAT: u64 = 2;
-/// The layout versions this version opens.
+/// [`READY`] and [`PROMOTED`] (both start empty when a version 1 file is upgraded, which
+/// is consistent: nothing has been promoted yet). Version 3 keeps [`UNFINISHED`] for
+/// strict endpoints only (upgrading drops the entries of the others).
+pub(crate) const FORMAT: u64 = 3;
+/// The older layout versions this version opens, upgrading them in place.
 pub(crate) const FORMAT_V1: u64 = 1;
+pub(crate) const FORMAT_V2: u64 = 2;
 pub(crate) const FORMAT_KEY: &str = "format";
 pub(crate) const NEXT_SEQ_KEY: &str = "next_delivery_seq";
 pub(crate) const NEXT_EVENT_KEY: &str = "next_event_seq";
@@ -42,8 +44,10 @@ pub(crate) const ATTEMPTS: TableDefinition<'static, (u64, u32), &[u8]> =
 /// (endpoint, delivery): every delivery of an endpoint.
 pub(crate) const BY_ENDPOINT: TableDefinition<'static, (&str, u64), ()> =
     TableDefinition::new("by_endpoint");
-/// (endpoint, delivery) -> claimable time: unfinished deliveries in dispatch order
-/// (strict ordering serves the first).
+/// (endpoint, delivery) -> claimable time: the unfinished deliveries of endpoints with
+/// strict ordering, in dispatch order (a claim serves the first). Other endpoints have
+/// no entries: the table is rebuilt from [`SCHEDULE`] for an endpoint that becomes
+/// strict, and its entries dropped when it stops being strict.
 pub(crate) const UNFINISHED: TableDefinition<'static, (&str, u64), Ts> =
     TableDefinition::new("unfinished");
 /// (endpoint, claimable time, delivery): unfinished deliveries by when they are due.

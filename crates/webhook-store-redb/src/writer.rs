@@ -145,8 +145,23 @@ pub(crate) fn init(db: &Database) -> Result<()> {
         match format {
             Some(FORMAT) => {}
             // Version 2 only added `ready` and `promoted`, empty here (`Tables::open`
-            // just created them): nothing promoted yet is a consistent state.
-            Some(FORMAT_V1) => {
+            // just created them): nothing promoted yet is a consistent state. Version 3
+            // keeps `unfinished` for strict endpoints only.
+            Some(FORMAT_V1 | FORMAT_V2) => {
+                let mut relaxed = Vec::new();
+                for item in tables.endpoints.iter().map_err(storage)? {
+                    let (_, raw) = item.map_err(storage)?;
+                    let endpoint = schema::decode_endpoint(raw.value())?;
+                    if endpoint.ordering != Ordering::Strict {
+                        relaxed.push(endpoint.id);
+                    }
+                }
+                for id in relaxed {
+                    tables
+                        .unfinished
+                        .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)
+                        .map_err(storage)?;
+                }
                 tables.meta.insert(FORMAT_KEY, FORMAT).map_err(storage)?;
             }
             Some(other) => {
@@ -182,6 +197,8 @@ pub(crate) struct Index {
     cursor: Option<EndpointId>,
     /// Each endpoint's promotion mark (the `promoted` table), by endpoint id.
     promoted: HashMap<String, Ts>,
+    /// The endpoints with strict ordering: only their deliveries are in `unfinished`.
+    strict: std::collections::HashSet<String>,
     next_seq: u64,
     next_event: u64,
 }
@@ -230,6 +247,11 @@ impl Index {
             && let Some(at) = head
         {
             self.due.insert((at, endpoint.id.clone()));
+        }
+        if info.strict {
+            self.strict.insert(endpoint.id.as_str().to_owned());
+        } else {
+            self.strict.remove(endpoint.id.as_str());
         }
         self.endpoints.insert(endpoint.id.clone(), info);
     }
@@ -337,7 +359,26 @@ impl Ctx<'_, '_> {
             .endpoints
             .insert(endpoint.id.as_str(), json)
             .map_err(storage)?;
+        let id = endpoint.id.as_str();
         let strict = endpoint.ordering == Ordering::Strict;
+        if strict && !self.index.strict.contains(id) {
+            // Becomes strict: its unfinished deliveries are exactly its `schedule`
+            // entries, with the same claimable times.
+            let mut entries = Vec::new();
+            let range = (id, i64::MIN, 0, 0)..=(id, i64::MAX, u32::MAX, u64::MAX);
+            for item in self.t.schedule.range(range).map_err(storage)? {
+                let (_, secs, nanos, seq) = item.map_err(storage)?.0.value();
+                entries.push((seq, (secs, nanos)));
+            }
+            for (seq, at) in entries {
+                self.t.unfinished.insert((id, seq), at).map_err(storage)?;
+            }
+        } else if !strict {
+            self.t
+                .unfinished
+                .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
+                .map_err(storage)?;
+        }
         let head = schema::head(&self.t.schedule, &self.t.unfinished, &endpoint.id, strict)?;
         self.index.set_endpoint(endpoint, head);
         Ok(())
@@ -362,9 +403,11 @@ impl Ctx<'_, '_> {
         for seq in seqs {
             self.remove_delivery(seq)?;
         }
-        // Only now: removing the deliveries used the mark to find their `ready` entries.
+        // Only now: removing the deliveries used the mark to find their `ready` entries,
+        // and the strict set to find their `unfinished` ones.
         self.t.promoted.remove(id.as_str()).map_err(storage)?;
         self.index.promoted.remove(id.as_str());
+        self.index.strict.remove(id.as_str());
         Ok(true)
     }
 
@@ -828,7 +871,9 @@ impl Ctx<'_, '_> {
                 .schedule
                 .remove((endpoint, secs, nanos, seq))
                 .map_err(storage)?;
-            self.t.unfinished.remove((endpoint, seq)).map_err(storage)?;
+            if self.index.strict.contains(endpoint) {
+                self.t.unfinished.remove((endpoint, seq)).map_err(storage)?;
+            }
             if self.index.is_promoted(endpoint, (secs, nanos)) {
                 self.t
                     .ready
@@ -866,10 +911,12 @@ impl Ctx<'_, '_> {
                 .schedule
                 .insert((endpoint, secs, nanos, seq), ())
                 .map_err(storage)?;
-            self.t
-                .unfinished
-                .insert((endpoint, seq), (secs, nanos))
-                .map_err(storage)?;
+            if self.index.strict.contains(endpoint) {
+                self.t
+                    .unfinished
+                    .insert((endpoint, seq), (secs, nanos))
+                    .map_err(storage)?;
+            }
             if self.index.is_promoted(endpoint, (secs, nanos)) {
                 self.t
                     .ready

@@ -18,6 +18,8 @@ const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
 const READY: TableDefinition<'static, (&str, u16, i64, u32, u64), ()> =
     TableDefinition::new("ready");
 const PROMOTED: TableDefinition<'static, &str, (i64, u32)> = TableDefinition::new("promoted");
+const UNFINISHED: TableDefinition<'static, (&str, u64), (i64, u32)> =
+    TableDefinition::new("unfinished");
 
 fn t(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
@@ -211,13 +213,23 @@ async fn a_file_from_before_the_ready_index_is_upgraded() {
         enqueue(&store, "low", 0, "a", 0).await;
         enqueue(&store, "high", 4, "a", 1).await;
     }
-    // Make it look like layout 1: no `ready` or `promoted` tables.
+    // Make it look like layout 1: no `ready` or `promoted` tables, and `unfinished`
+    // entries for every endpoint, not only strict ones.
     {
         let db = redb::Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
         txn.open_table(META).unwrap().insert("format", 1).unwrap();
         assert!(txn.delete_table(READY).unwrap());
         assert!(txn.delete_table(PROMOTED).unwrap());
+        let mut unfinished = txn.open_table(UNFINISHED).unwrap();
+        assert_eq!(
+            unfinished.len().unwrap(),
+            0,
+            "a relaxed endpoint has none now"
+        );
+        unfinished.insert(("a", 0), (1_800_000_000, 0)).unwrap();
+        unfinished.insert(("a", 1), (1_800_000_001, 0)).unwrap();
+        drop(unfinished);
         txn.commit().unwrap();
     }
     {
@@ -232,7 +244,12 @@ async fn a_file_from_before_the_ready_index_is_upgraded() {
         .get("format")
         .unwrap()
         .unwrap();
-    assert_eq!(format.value(), 2);
+    assert_eq!(format.value(), 3);
+    assert_eq!(
+        txn.open_table(UNFINISHED).unwrap().len().unwrap(),
+        0,
+        "the upgrade drops the relaxed endpoint's entries"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -243,7 +260,7 @@ async fn a_newer_layout_is_refused() {
     {
         let db = redb::Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(META).unwrap().insert("format", 3).unwrap();
+        txn.open_table(META).unwrap().insert("format", 4).unwrap();
         txn.commit().unwrap();
     }
     assert!(RedbStore::open(&path).is_err());
