@@ -18,7 +18,7 @@
 //! promotes and takes, not the size of the backlog.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     ops::Bound,
     panic::{AssertUnwindSafe, catch_unwind},
     sync::{
@@ -198,7 +198,7 @@ pub(crate) struct Index {
     /// Each endpoint's promotion mark (the `promoted` table), by endpoint id.
     promoted: HashMap<String, Ts>,
     /// The endpoints with strict ordering: only their deliveries are in `unfinished`.
-    strict: std::collections::HashSet<String>,
+    strict: HashSet<String>,
     next_seq: u64,
     next_event: u64,
 }
@@ -373,7 +373,8 @@ impl Ctx<'_, '_> {
             for (seq, at) in entries {
                 self.t.unfinished.insert((id, seq), at).map_err(storage)?;
             }
-        } else if !strict {
+        } else if !strict && self.index.strict.contains(id) {
+            // Stops being strict: its entries go.
             self.t
                 .unfinished
                 .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
