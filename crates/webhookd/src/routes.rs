@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Instant};
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -157,19 +157,21 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// One log line per request: method, path (no query), status, duration. Never headers
-/// (they carry tokens) nor bodies (they carry secrets).
+/// One log line per request: method, route (its template, such as `/events/{id}`:
+/// ids and queries stay out of the logs), status, duration. Never headers (they carry
+/// tokens) nor bodies (they carry secrets).
 async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("(no route)", MatchedPath::as_str);
     let response = next.run(request).await.into_response();
     let status = response.status().as_u16();
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     if status >= 500 {
-        tracing::warn!(%method, path, status, elapsed_ms, "request");
+        tracing::warn!(%method, route, status, elapsed_ms, "request");
     } else {
-        tracing::info!(%method, path, status, elapsed_ms, "request");
+        tracing::info!(%method, route, status, elapsed_ms, "request");
     }
     response
 }

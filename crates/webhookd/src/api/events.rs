@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::{Json, extract::State, http::StatusCode};
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use webhook_core::{
     DeliveryState, Endpoint, EndpointId, Event, EventId, EventRecord, Secret, TenantId,
@@ -18,6 +18,13 @@ use crate::{
     error::{ApiError, ApiResult},
     extract::{JsonBody, PathIds, QueryParams},
 };
+
+/// The answer to `POST /events`: `{"id": ..., "status": "accepted"}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Accepted {
+    id: EventId,
+    status: &'static str,
+}
 
 /// Prefix of the ids of implicit endpoints (one per target URL and tenant).
 pub(crate) const IMPLICIT_PREFIX: &str = "url_";
@@ -42,7 +49,7 @@ pub(crate) async fn ingest(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     JsonBody(body): JsonBody<EventIn>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let tenant = principal.tenant_for(body.tenant.as_deref(), "tenant")?;
     let id = match body.id {
         Some(id) if valid_id(&id) => EventId::from(id),
@@ -100,7 +107,10 @@ pub(crate) async fn ingest(
     );
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"id": receipt.event_id, "status": "accepted"})),
+        Json(Accepted {
+            id: receipt.event_id,
+            status: "accepted",
+        }),
     ))
 }
 
