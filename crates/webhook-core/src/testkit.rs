@@ -57,6 +57,7 @@ where
         higher_priority_goes_first_within_an_endpoint,
         deleting_an_endpoint_drops_its_deliveries,
         prune_removes_old_delivered_work_only,
+        pruning_part_of_a_fanout_keeps_the_rest,
         concurrent_claims_never_overlap,
     );
 }
@@ -917,6 +918,50 @@ async fn prune_removes_old_delivered_work_only(store: &impl Store) {
             "{kept} is kept"
         );
     }
+}
+
+async fn pruning_part_of_a_fanout_keeps_the_rest(store: &impl Store) {
+    let names: Vec<String> = (0..40).map(|i| format!("ep{i:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    setup(store, &names).await;
+    store
+        .enqueue(&event("wide"), &ids(&names), t(0))
+        .await
+        .unwrap();
+    let claimed = claim(store, t(0), 40).await;
+    assert_eq!(claimed.len(), 40);
+    // Three in four delivered early, the rest late.
+    let mut late = Vec::new();
+    for (i, c) in claimed.iter().enumerate() {
+        let at = if i % 4 == 3 { t(100) } else { t(1) };
+        if at == t(100) {
+            late.push(c.delivery.key.endpoint_id.to_string());
+        }
+        let completion = Completion::Delivered {
+            attempt: ok_attempt(at, 200),
+        };
+        assert!(finish(store, c, completion, at).await);
+    }
+    assert_eq!(store.prune(t(50)).await.unwrap(), 30, "the early ones");
+    let record = store.get_event(None, &"wide".into()).await.unwrap();
+    let mut left: Vec<String> = record
+        .expect("the event stays while it has deliveries")
+        .deliveries
+        .iter()
+        .map(|d| d.delivery.key.endpoint_id.to_string())
+        .collect();
+    left.sort();
+    late.sort();
+    assert_eq!(left, late, "exactly the late deliveries are left");
+    assert_eq!(store.prune(t(200)).await.unwrap(), 10, "the late ones");
+    assert!(
+        store
+            .get_event(None, &"wide".into())
+            .await
+            .unwrap()
+            .is_none(),
+        "the event goes with its last delivery"
+    );
 }
 
 async fn concurrent_claims_never_overlap(store: &impl Store) {

@@ -124,37 +124,52 @@ local function refresh(ep)
   end
 end
 
--- Deletes one delivery (its attempts are in its record) and its index entries, and
--- its event when it was the event's last delivery. The caller refreshes the
--- endpoint if needed.
-local function remove_delivery(seq)
-  local d = k_d(seq)
-  local v = redis.call('GET', d)
-  if not v then return false end
-  local _, ep = d_owner(v)
-  local eseq = d_eseq(v)
-  redis.call('HDEL', K_DKEYS, d_dkey(v))
-  redis.call('ZREM', k_sched(ep), seq)
-  redis.call('ZREM', k_rdy(ep), rdy_member(d_at(v), seq))
-  redis.call('ZREM', k_unf(ep), seq)
-  redis.call('SREM', k_epd(ep), seq)
-  redis.call('ZREM', K_DEAD, seq)
-  redis.call('ZREM', K_DONE, seq)
-  redis.call('DEL', d)
-  local ekey = ev_ekey(eseq)
-  local seqs = ekey and redis.call('HGET', K_EKEYS, ekey) or ''
-  local left = {}
-  for i = 17, #seqs, 16 do
-    local s = string.sub(seqs, i, i + 15)
-    if s ~= seq then left[#left + 1] = s end
+-- Deletes deliveries (their attempts are in their records) and their index entries,
+-- and each event left without deliveries. Each event's delivery list is rewritten
+-- once per call, however many of its deliveries go: removing all N deliveries of an
+-- event costs O(N), not O(N^2). The caller refreshes endpoints if needed. Returns
+-- whether each seq was found, by position.
+local function remove_deliveries(seqs)
+  local found, gone, order = {}, {}, {}
+  for i, seq in ipairs(seqs) do
+    local d = k_d(seq)
+    local v = redis.call('GET', d)
+    found[i] = v and true or false
+    if v then
+      local _, ep = d_owner(v)
+      local eseq = d_eseq(v)
+      redis.call('HDEL', K_DKEYS, d_dkey(v))
+      redis.call('ZREM', k_sched(ep), seq)
+      redis.call('ZREM', k_rdy(ep), rdy_member(d_at(v), seq))
+      redis.call('ZREM', k_unf(ep), seq)
+      redis.call('SREM', k_epd(ep), seq)
+      redis.call('ZREM', K_DEAD, seq)
+      redis.call('ZREM', K_DONE, seq)
+      redis.call('DEL', d)
+      if not gone[eseq] then
+        gone[eseq] = {}
+        order[#order + 1] = eseq
+      end
+      gone[eseq][seq] = true
+    end
   end
-  if #left == 0 then
-    if ekey then redis.call('HDEL', K_EKEYS, ekey) end
-    redis.call('DEL', k_ev(eseq))
-  else
-    redis.call('HSET', K_EKEYS, ekey, eseq .. table.concat(left))
+  for _, eseq in ipairs(order) do
+    local removed = gone[eseq]
+    local ekey = ev_ekey(eseq)
+    local list = ekey and redis.call('HGET', K_EKEYS, ekey) or ''
+    local left = {}
+    for i = 17, #list, 16 do
+      local s = string.sub(list, i, i + 15)
+      if not removed[s] then left[#left + 1] = s end
+    end
+    if #left == 0 then
+      if ekey then redis.call('HDEL', K_EKEYS, ekey) end
+      redis.call('DEL', k_ev(eseq))
+    else
+      redis.call('HSET', K_EKEYS, ekey, eseq .. table.concat(left))
+    end
   end
-  return true
+  return found
 end
 
 -- Moves a dead delivery (record `v`) back to pending at `now`, with a fresh attempt
