@@ -306,6 +306,62 @@ async fn deleting_and_pruning_leave_no_garbage() {
 }
 
 #[tokio::test]
+async fn pruning_finds_events_with_long_keys() {
+    // The key of this event (tenant and id) is longer than what a script reads of an
+    // event record's head in one go.
+    let url = support::redis_url();
+    let cleanup = support::Cleanup::new(&url);
+    let store = store(&cleanup, &url, "longkey").await;
+    let tenant = "t".repeat(150);
+    for id in ["a", "b"] {
+        store
+            .put_endpoint(
+                &Endpoint::new(id, "https://example.test/").with_tenant_id(tenant.as_str()),
+            )
+            .await
+            .unwrap();
+    }
+    let id = "e".repeat(300);
+    let event = Event::new(id.as_str(), "x").with_tenant_id(tenant.as_str());
+    store
+        .enqueue(&event, &ids(&["a", "b"]), t(0))
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(&ClaimRequest::new(t(0), LEASE, 10))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let at = |c: &webhook_core::Claimed| {
+        if c.delivery.key.endpoint_id.as_str() == "a" {
+            1
+        } else {
+            100
+        }
+    };
+    for c in &claimed {
+        store
+            .complete(&[delivered(c, at(c))], t(at(c)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.prune(t(50)).await.unwrap(), 1);
+    let record = store
+        .get_event(Some(&tenant.as_str().into()), &id.as_str().into())
+        .await
+        .unwrap()
+        .expect("the event stays with its other delivery");
+    assert_eq!(record.deliveries.len(), 1);
+    assert_eq!(record.deliveries[0].delivery.key.endpoint_id.as_str(), "b");
+    assert_eq!(store.prune(t(200)).await.unwrap(), 1);
+    assert!(
+        keys(&store, "ev:*").await.is_empty(),
+        "the event went with its last delivery"
+    );
+    assert!(keys(&store, "d:*").await.is_empty());
+}
+
+#[tokio::test]
 async fn an_unreachable_server_is_unavailable_and_the_password_stays_hidden() {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -63,11 +63,14 @@ local function d_with(v, state, at17, attempts, updated17)
   return state .. at17 .. string.sub(v, 19, 34) .. string.format('%010d', attempts) ..
     updated17 .. string.sub(v, 62)
 end
--- The event record's ekey (from its head: GETRANGE, the payload stays in Redis).
+-- The event record's ekey (from its head: GETRANGE, the payload stays in Redis). One
+-- read covers the head and an ekey of up to 256 bytes; a longer one takes a second.
 local function ev_ekey(eseq)
-  local head = redis.call('GETRANGE', k_ev(eseq), 0, 43)
+  local head = redis.call('GETRANGE', k_ev(eseq), 0, 299)
   if #head < 44 then return false end
-  return redis.call('GETRANGE', k_ev(eseq), 44, 43 + tonumber(string.sub(head, 24, 33)))
+  local len = tonumber(string.sub(head, 24, 33))
+  if 44 + len <= #head then return string.sub(head, 45, 44 + len) end
+  return redis.call('GETRANGE', k_ev(eseq), 44, 43 + len)
 end
 
 -- MGET of `keys` in chunks (Lua's stack): values (false when missing) by position.
@@ -75,6 +78,16 @@ local function mget(keys)
   local out = {}
   for i = 1, #keys, 4000 do
     local part = redis.call('MGET', unpack(keys, i, math.min(i + 3999, #keys)))
+    for j = 1, #part do out[i + j - 1] = part[j] end
+  end
+  return out
+end
+
+-- HMGET of `fields` in hash `key` in chunks: values (false when missing) by position.
+local function hmget(key, fields)
+  local out = {}
+  for i = 1, #fields, 4000 do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 3999, #fields)))
     for j = 1, #part do out[i + j - 1] = part[j] end
   end
   return out
@@ -125,50 +138,83 @@ local function refresh(ep)
 end
 
 -- Deletes deliveries (their attempts are in their records) and their index entries,
--- and each event left without deliveries. Each event's delivery list is rewritten
--- once per call, however many of its deliveries go: removing all N deliveries of an
--- event costs O(N), not O(N^2). The caller refreshes endpoints if needed. Returns
--- whether each seq was found, by position.
+-- and each event left without deliveries, with one command per index rather than per
+-- delivery. Each event's delivery list is rewritten once per call, however many of
+-- its deliveries go: removing all N deliveries of an event costs O(N), not O(N^2).
+-- The caller refreshes endpoints if needed. Returns whether each seq was found, by
+-- position.
 local function remove_deliveries(seqs)
-  local found, gone, order = {}, {}, {}
+  local keys = {}
+  for i, seq in ipairs(seqs) do keys[i] = k_d(seq) end
+  local vals = mget(keys)
+  local found, records, removed, dkeys = {}, {}, {}, {}
+  local per_ep, ep_order = {}, {}   -- endpoint -> its ready-set members and seqs
+  local gone, ev_order = {}, {}     -- eseq -> set of its removed seqs
   for i, seq in ipairs(seqs) do
-    local d = k_d(seq)
-    local v = redis.call('GET', d)
+    local v = vals[i]
     found[i] = v and true or false
     if v then
+      records[#records + 1] = keys[i]
+      removed[#removed + 1] = seq
+      dkeys[#dkeys + 1] = d_dkey(v)
       local _, ep = d_owner(v)
+      local e = per_ep[ep]
+      if not e then
+        e = {rdy = {}, seqs = {}}
+        per_ep[ep] = e
+        ep_order[#ep_order + 1] = ep
+      end
+      e.rdy[#e.rdy + 1] = rdy_member(d_at(v), seq)
+      e.seqs[#e.seqs + 1] = seq
       local eseq = d_eseq(v)
-      redis.call('HDEL', K_DKEYS, d_dkey(v))
-      redis.call('ZREM', k_sched(ep), seq)
-      redis.call('ZREM', k_rdy(ep), rdy_member(d_at(v), seq))
-      redis.call('ZREM', k_unf(ep), seq)
-      redis.call('SREM', k_epd(ep), seq)
-      redis.call('ZREM', K_DEAD, seq)
-      redis.call('ZREM', K_DONE, seq)
-      redis.call('DEL', d)
       if not gone[eseq] then
         gone[eseq] = {}
-        order[#order + 1] = eseq
+        ev_order[#ev_order + 1] = eseq
       end
       gone[eseq][seq] = true
     end
   end
-  for _, eseq in ipairs(order) do
-    local removed = gone[eseq]
-    local ekey = ev_ekey(eseq)
-    local list = ekey and redis.call('HGET', K_EKEYS, ekey) or ''
-    local left = {}
-    for i = 17, #list, 16 do
-      local s = string.sub(list, i, i + 15)
-      if not removed[s] then left[#left + 1] = s end
+  if #records == 0 then return found end
+  bulk('HDEL', K_DKEYS, dkeys)
+  bulk('ZREM', K_DEAD, removed)
+  bulk('ZREM', K_DONE, removed)
+  bulk('DEL', nil, records)
+  for _, ep in ipairs(ep_order) do
+    local e = per_ep[ep]
+    bulk('ZREM', k_sched(ep), e.seqs)
+    bulk('ZREM', k_rdy(ep), e.rdy)
+    bulk('ZREM', k_unf(ep), e.seqs)
+    bulk('SREM', k_epd(ep), e.seqs)
+  end
+  local ekeys, fields = {}, {}
+  for i, eseq in ipairs(ev_order) do
+    ekeys[i] = ev_ekey(eseq)
+    if ekeys[i] then fields[#fields + 1] = ekeys[i] end
+  end
+  local lists = hmget(K_EKEYS, fields)
+  local drop_fields, drop_events, keep, f = {}, {}, {}, 0
+  for i, eseq in ipairs(ev_order) do
+    local ekey, list = ekeys[i], ''
+    if ekey then
+      f = f + 1
+      list = lists[f] or ''
+    end
+    local out, left = gone[eseq], {}
+    for j = 17, #list, 16 do
+      local s = string.sub(list, j, j + 15)
+      if not out[s] then left[#left + 1] = s end
     end
     if #left == 0 then
-      if ekey then redis.call('HDEL', K_EKEYS, ekey) end
-      redis.call('DEL', k_ev(eseq))
+      if ekey then drop_fields[#drop_fields + 1] = ekey end
+      drop_events[#drop_events + 1] = k_ev(eseq)
     else
-      redis.call('HSET', K_EKEYS, ekey, eseq .. table.concat(left))
+      keep[#keep + 1] = ekey
+      keep[#keep + 1] = eseq .. table.concat(left)
     end
   end
+  bulk('HDEL', K_EKEYS, drop_fields)
+  bulk('DEL', nil, drop_events)
+  bulk('HSET', K_EKEYS, keep)
   return found
 end
 

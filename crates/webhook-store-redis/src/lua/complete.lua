@@ -14,11 +14,7 @@ local n = tonumber(ARGV[3])
 
 local dkeys = {}
 for i = 0, n - 1 do dkeys[i + 1] = ARGV[4 + 9 * i] end
-local seqs = {}
-for i = 1, n, 4000 do
-  local part = redis.call('HMGET', K_DKEYS, unpack(dkeys, i, math.min(i + 3999, n)))
-  for j = 1, #part do seqs[i + j - 1] = part[j] end
-end
+local seqs = hmget(K_DKEYS, dkeys)
 local keys, found = {}, {}
 for i = 1, n do
   if seqs[i] then

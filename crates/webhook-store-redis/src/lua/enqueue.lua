@@ -150,13 +150,9 @@ end
 
 -- Values of `fields` in hash `key` (HMGET in chunks) into `into`.
 local function lookup(key, fields, into)
-  for i = 1, #fields, 4000 do
-    local last = math.min(i + 3999, #fields)
-    local got = redis.call('HMGET', key, unpack(fields, i, last))
-    for j = i, last do
-      local v = got[j - i + 1]
-      if v then into[fields[j]] = v end
-    end
+  local got = hmget(key, fields)
+  for j, field in ipairs(fields) do
+    if got[j] then into[field] = got[j] end
   end
 end
 
