@@ -46,6 +46,10 @@ const MAX_SHARED: usize = 4;
 /// dropped from its slot; the next call there takes a checked one from the pool.
 struct Shared {
     slots: Vec<Mutex<Option<Connection>>>,
+    /// One per slot: held while the slot is filled from the pool, so that an empty
+    /// slot draws one connection, not one per waiting call (the slots may hold the
+    /// whole pool: a second draw would wait for a connection no one returns).
+    filling: Vec<tokio::sync::Mutex<()>>,
     next: AtomicUsize,
 }
 
@@ -54,6 +58,7 @@ impl Shared {
         let n = pool.status().max_size.clamp(1, MAX_SHARED);
         Self {
             slots: (0..n).map(|_| Mutex::new(None)).collect(),
+            filling: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
             next: AtomicUsize::new(0),
         }
     }
@@ -282,17 +287,26 @@ impl RedisStore {
     async fn conn(&self) -> Result<Conn> {
         let slots = self.shared.slots.len();
         let slot = self.shared.next.fetch_add(1, AtomicOrdering::Relaxed) % slots;
-        if let Some(held) = self.shared.slot(slot).as_ref() {
-            return Ok(Conn {
-                conn: (**held).clone(),
-                slot,
-            });
+        if let Some(conn) = self.held(slot) {
+            return Ok(conn);
+        }
+        let _filling = self.shared.filling[slot].lock().await;
+        // Another call may have filled the slot while this one waited.
+        if let Some(conn) = self.held(slot) {
+            return Ok(conn);
         }
         let fresh = self.pool.get().await.map_err(|e| self.redactor.pool(e))?;
         let conn = (*fresh).clone();
-        // Another call may have filled the slot meanwhile: keep one of the two.
-        self.shared.slot(slot).get_or_insert(fresh);
+        *self.shared.slot(slot) = Some(fresh);
         Ok(Conn { conn, slot })
+    }
+
+    /// The connection held in `slot`, if any.
+    fn held(&self, slot: usize) -> Option<Conn> {
+        self.shared.slot(slot).as_ref().map(|held| Conn {
+            conn: (**held).clone(),
+            slot,
+        })
     }
 
     /// Maps a failed call's error, dropping its connection from the shared slot when

@@ -9,7 +9,7 @@ use webhook_core::{
     ClaimRequest, Completion, Endpoint, EndpointId, Error, Event, IdempotencyKey, Ordering, Store,
     testkit::t,
 };
-use webhook_store_redis::{RedisStore, deadpool_redis::redis};
+use webhook_store_redis::{RedisOptions, RedisStore, deadpool_redis::redis};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -359,6 +359,30 @@ async fn pruning_finds_events_with_long_keys() {
         "the event went with its last delivery"
     );
     assert!(keys(&store, "d:*").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_calls_on_a_new_store_waits_for_no_connection() {
+    // The store keeps its pooled connections in shared slots; a burst of calls finds
+    // them empty, and each slot must be filled once, not once per call (the pool would
+    // run dry and the calls beyond it wait out the wait timeout).
+    let url = support::redis_url();
+    let cleanup = support::Cleanup::new(&url);
+    let options = RedisOptions::default()
+        .with_max_connections(2)
+        .with_wait_timeout(Duration::from_secs(1));
+    let store = RedisStore::connect_with(&url, &cleanup.prefix("burst"), &options)
+        .await
+        .unwrap();
+    let calls: Vec<_> = (0..64)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.get_endpoint(&"nobody".into()).await })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.unwrap().unwrap().is_none());
+    }
 }
 
 #[tokio::test]
