@@ -40,7 +40,7 @@ pub(crate) fn delivery_key(key: &IdempotencyKey) -> String {
 }
 
 /// Arguments of a script call (after the prefix, which is always `ARGV[1]`).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Args(pub(crate) Vec<Vec<u8>>);
 
 impl Args {

@@ -324,6 +324,21 @@ impl RedisStore {
         self.redactor.redis(e)
     }
 
+    /// Deletes endpoint `id` and its deliveries, `BATCH` deliveries per script call
+    /// (the endpoint is hidden from the first call on). Whether it existed.
+    async fn finish_deleting(&self, id: &str) -> Result<bool> {
+        let mut existed = false;
+        loop {
+            let args = Args::new().str(id).num(BATCH);
+            match int(self.eval(&SCRIPTS.delete_endpoint, args).await?)? {
+                2 => existed = true,
+                1 => return Ok(true),
+                // Gone meanwhile: another call finished the deletion.
+                _ => return Ok(existed),
+            }
+        }
+    }
+
     /// Runs `script` with `ARGV = [prefix, args...]`.
     async fn eval(&self, script: &Script, args: Args) -> Result<Value> {
         let mut conn = self.conn().await?;
@@ -458,22 +473,36 @@ impl Store for RedisStore {
             .flag(endpoint.enabled)
             .flag(endpoint.ordering == Ordering::Strict)
             .opt(tenant_str(endpoint.tenant_id.as_ref()));
-        self.eval(&SCRIPTS.put_endpoint, args).await?;
+        if int(self.eval(&SCRIPTS.put_endpoint, args.clone()).await?)? == 0 {
+            // A deletion of this id began and did not end (its process stopped):
+            // finish it, so the new endpoint starts without the old one's deliveries.
+            self.finish_deleting(endpoint.id.as_str()).await?;
+            if int(self.eval(&SCRIPTS.put_endpoint, args).await?)? == 0 {
+                return Err(Error::Unavailable(format!(
+                    "endpoint {} is being deleted by another call",
+                    endpoint.id
+                )));
+            }
+        }
         Ok(())
     }
 
     async fn get_endpoint(&self, id: &EndpointId) -> Result<Option<Endpoint>> {
-        let json: Option<Vec<u8>> = self
+        let (json, deleting): (Option<Vec<u8>>, Option<Vec<u8>>) = self
             .query(
-                redis::cmd("HGET")
+                redis::cmd("HMGET")
                     .arg(format!("{}:ep:{id}", self.prefix))
-                    .arg("json"),
+                    .arg("json")
+                    .arg("deleting"),
             )
             .await?;
-        json.map(|j| {
-            serde_json::from_slice(&j).map_err(|e| corrupt(format!("stored endpoint {id}: {e}")))
-        })
-        .transpose()
+        // An endpoint being deleted is gone already for its readers.
+        json.filter(|_| deleting.is_none())
+            .map(|j| {
+                serde_json::from_slice(&j)
+                    .map_err(|e| corrupt(format!("stored endpoint {id}: {e}")))
+            })
+            .transpose()
     }
 
     async fn list_endpoints(&self, tenant: Option<&TenantId>) -> Result<Vec<Endpoint>> {
@@ -490,10 +519,7 @@ impl Store for RedisStore {
     }
 
     async fn delete_endpoint(&self, id: &EndpointId) -> Result<bool> {
-        let reply = self
-            .eval(&SCRIPTS.delete_endpoint, Args::new().str(id.as_str()))
-            .await?;
-        Ok(int(reply)? == 1)
+        self.finish_deleting(id.as_str()).await
     }
 
     async fn enqueue(
@@ -704,6 +730,13 @@ impl Store for RedisStore {
     }
 
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64> {
+        // Deletions whose process stopped half-way are finished here.
+        let deleting: Vec<String> = self
+            .query(redis::cmd("SMEMBERS").arg(format!("{}:deleting", self.prefix)))
+            .await?;
+        for id in deleting {
+            self.finish_deleting(&id).await?;
+        }
         let mut total = 0u64;
         loop {
             let args = Args::new().num(millis(before)).num(BATCH);

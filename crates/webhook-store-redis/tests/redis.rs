@@ -306,6 +306,146 @@ async fn deleting_and_pruning_leave_no_garbage() {
 }
 
 #[tokio::test]
+async fn a_large_endpoint_is_deleted_in_steps_and_leaves_nothing_behind() {
+    let url = support::redis_url();
+    let cleanup = support::Cleanup::new(&url);
+    let store = store(&cleanup, &url, "bigdelete").await;
+    for id in ["big", "other"] {
+        store
+            .put_endpoint(&Endpoint::new(id, "https://example.test/"))
+            .await
+            .unwrap();
+    }
+    // More deliveries than one script call removes; every event also goes elsewhere.
+    for i in 0..1200 {
+        store
+            .enqueue(
+                &Event::new(format!("e{i}"), "x"),
+                &ids(&["big", "other"]),
+                t(0),
+            )
+            .await
+            .unwrap();
+    }
+    assert!(store.delete_endpoint(&"big".into()).await.unwrap());
+    assert!(!store.delete_endpoint(&"big".into()).await.unwrap());
+    assert!(
+        keys(&store, "*:big").await.is_empty(),
+        "{:?}",
+        keys(&store, "*:big").await
+    );
+    assert!(keys(&store, "deleting").await.is_empty());
+    assert_eq!(
+        keys(&store, "d:*").await.len(),
+        1200,
+        "the other endpoint's"
+    );
+    let record = store.get_event(None, &"e7".into()).await.unwrap().unwrap();
+    assert_eq!(record.deliveries.len(), 1);
+    assert_eq!(
+        record.deliveries[0].delivery.key.endpoint_id.as_str(),
+        "other"
+    );
+    // A new endpoint of the same id gets the same events afresh.
+    store
+        .put_endpoint(&Endpoint::new("big", "https://example.test/"))
+        .await
+        .unwrap();
+    let again = store
+        .enqueue(&Event::new("e7", "x"), &ids(&["big"]), t(1))
+        .await
+        .unwrap();
+    assert_eq!((again.created, again.existing), (1, 0));
+}
+
+#[tokio::test]
+async fn a_deletion_cut_short_is_hidden_and_finished_later() {
+    let url = support::redis_url();
+    let cleanup = support::Cleanup::new(&url);
+    let store = store(&cleanup, &url, "cutshort").await;
+    for id in ["a", "b", "c"] {
+        store
+            .put_endpoint(&Endpoint::new(id, "https://example.test/"))
+            .await
+            .unwrap();
+    }
+    store
+        .enqueue(&Event::new("e1", "x"), &ids(&["a", "b", "c"]), t(0))
+        .await
+        .unwrap();
+    // What a deletion's first step leaves when its process stops right after it.
+    let mut conn = store.pool().get().await.unwrap();
+    let p = store.prefix().to_owned();
+    for id in ["a", "b"] {
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{p}:ep:{id}"))
+            .arg("enabled")
+            .arg("0")
+            .arg("deleting")
+            .arg("1")
+            .query_async(&mut *conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SADD")
+            .arg(format!("{p}:deleting"))
+            .arg(id)
+            .query_async(&mut *conn)
+            .await
+            .unwrap();
+    }
+    drop(conn);
+    assert!(store.get_endpoint(&"a".into()).await.unwrap().is_none());
+    let listed: Vec<String> = store
+        .list_endpoints(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id.to_string())
+        .collect();
+    assert_eq!(listed, ["c"]);
+    let err = store
+        .enqueue(&Event::new("e2", "x"), &ids(&["a"]), t(0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    let claimed = store
+        .claim(&ClaimRequest::new(t(0), LEASE, 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        event_endpoints(&claimed),
+        ["c"],
+        "deliveries of a and b are not claimed"
+    );
+    // Putting `a` again finishes its deletion first: the new `a` has no old deliveries.
+    store
+        .put_endpoint(&Endpoint::new("a", "https://example.test/"))
+        .await
+        .unwrap();
+    assert!(store.get_endpoint(&"a".into()).await.unwrap().is_some());
+    assert!(
+        store
+            .get_delivery(&IdempotencyKey::new("e1".into(), "a".into(), None))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Retention finishes `b`'s.
+    store.prune(t(0)).await.unwrap();
+    assert!(keys(&store, "*:b").await.is_empty());
+    assert!(keys(&store, "deleting").await.is_empty());
+    let record = store.get_event(None, &"e1".into()).await.unwrap().unwrap();
+    assert_eq!(record.deliveries.len(), 1, "c's is left");
+}
+
+fn event_endpoints(claimed: &[webhook_core::Claimed]) -> Vec<String> {
+    claimed
+        .iter()
+        .map(|c| c.delivery.key.endpoint_id.to_string())
+        .collect()
+}
+
+#[tokio::test]
 async fn pruning_finds_events_with_long_keys() {
     // The key of this event (tenant and id) is longer than what a script reads of an
     // event record's head in one go.

@@ -13,6 +13,7 @@ local K_EKEYS = P .. 'ekeys'         -- hash: encoded (tenant, event id) -> even
 local K_SEQ = P .. 'seq'             -- counter of delivery seqs (dispatch order)
 local K_ESEQ = P .. 'eseq'           -- counter of event seqs
 local K_CURSOR = P .. 'cursor'       -- the endpoint served last by claim
+local K_DELETING = P .. 'deleting'   -- set: endpoints whose deletion has begun, not ended
 
 local function k_ep(id) return P .. 'ep:' .. id end         -- hash: one endpoint
 local function k_sched(id) return P .. 'sched:' .. id end   -- zset: unfinished seqs by claimable-at

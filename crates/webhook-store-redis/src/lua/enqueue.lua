@@ -12,8 +12,8 @@ local endpoints = {} -- endpoint id -> {tenant = string|false, strict = bool}, o
 local function endpoint(ep)
   local e = endpoints[ep]
   if e == nil then
-    local f = redis.call('HMGET', k_ep(ep), 'enabled', 'tenant', 'strict')
-    e = f[1] and {tenant = f[2], strict = f[3] == '1'} or false
+    local f = redis.call('HMGET', k_ep(ep), 'enabled', 'tenant', 'strict', 'deleting')
+    e = f[1] and not f[4] and {tenant = f[2], strict = f[3] == '1'} or false
     endpoints[ep] = e
   end
   return e

@@ -1,6 +1,9 @@
--- put_endpoint: ARGV = prefix, id, json, enabled (0/1), strict (0/1), has_tenant, tenant
+-- put_endpoint: ARGV = prefix, id, json, enabled (0/1), strict (0/1), has_tenant, tenant.
+-- Returns 1, or 0 having written nothing when the endpoint is being deleted (the
+-- caller finishes the deletion and puts again).
 local id = ARGV[2]
 local key = k_ep(id)
+if redis.call('HGET', key, 'deleting') == '1' then return 0 end
 local was_strict = redis.call('HGET', key, 'strict') == '1'
 redis.call('DEL', key)
 redis.call('HSET', key, 'json', ARGV[3], 'enabled', ARGV[4], 'strict', ARGV[5])
