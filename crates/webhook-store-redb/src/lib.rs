@@ -24,7 +24,7 @@ use webhook_core::{
 
 use crate::{
     schema::storage,
-    writer::{Ctx, Job, NewEvent, RawClaims, Stats},
+    writer::{Ctx, DeleteStep, Job, NewEvent, RawClaims, Stats},
 };
 
 /// Payloads or claim results at least this large are encoded or decoded on a blocking
@@ -104,6 +104,7 @@ impl RedbStore {
             .map_err(storage)?;
         writer::init(&db)?;
         let index = writer::Index::load(&db)?;
+        let unfinished = writer::unfinished_deletions(&db)?;
         let db = Arc::new(db);
         let stats = Arc::new(Stats::default());
         let (jobs, rx) = mpsc::channel();
@@ -121,6 +122,14 @@ impl RedbStore {
             path,
             options,
         };
+        if !unfinished.is_empty() {
+            // Deletions cut short (the process stopped) go on in the background.
+            let jobs = store.jobs.clone().expect("just set");
+            std::thread::Builder::new()
+                .name("webhook-redb-deleter".into())
+                .spawn(move || writer::finish_deletions(&jobs, unfinished))
+                .map_err(|e| Error::Unavailable(format!("cannot start a thread: {e}")))?;
+        }
         if let Some(retention) = store.options.retention {
             let (stop, stopped) = mpsc::channel();
             let jobs = store.jobs.clone().expect("just set");
@@ -275,8 +284,22 @@ impl Store for RedbStore {
     }
 
     async fn delete_endpoint(&self, id: &EndpointId) -> Result<bool> {
-        let id = id.clone();
-        self.write(true, move |ctx| ctx.delete_endpoint(&id)).await
+        let mut existed = false;
+        loop {
+            let id = id.clone();
+            // The first step begins the deletion; the others only carry it on, so that
+            // an endpoint put again meanwhile (which finishes the deletion) stays.
+            let begin = !existed;
+            match self
+                .write(true, move |ctx| ctx.delete_endpoint_step(&id, begin))
+                .await?
+            {
+                DeleteStep::More => existed = true,
+                DeleteStep::Done => return Ok(true),
+                // Finished meanwhile by another call.
+                DeleteStep::Missing => return Ok(existed),
+            }
+        }
     }
 
     async fn enqueue(

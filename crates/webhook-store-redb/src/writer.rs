@@ -46,6 +46,63 @@ use crate::{
 const MAX_BATCH: usize = 1024;
 /// Most deliveries one prune transaction removes, so pruning never stalls the writer.
 pub(crate) const PRUNE_CHUNK: usize = 2048;
+/// Most deliveries one step of deleting an endpoint removes.
+pub(crate) const DELETE_CHUNK: usize = 2048;
+
+/// Where a deletion stands after one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeleteStep {
+    /// There is no such endpoint (nor a deletion of it under way).
+    Missing,
+    /// Deliveries are left: take another step.
+    More,
+    /// The endpoint and its deliveries are gone.
+    Done,
+}
+
+/// The `meta` key marking a deletion of endpoint `id` begun and not ended.
+fn deleting_key(id: &str) -> String {
+    format!("{DELETING_PREFIX}{id}")
+}
+
+const DELETING_PREFIX: &str = "deleting:";
+
+/// The endpoints whose deletion began and did not end (their process stopped).
+pub(crate) fn unfinished_deletions(db: &Database) -> Result<Vec<EndpointId>> {
+    let txn = db.begin_read().map_err(storage)?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(storage(e)),
+    };
+    let mut ids = Vec::new();
+    for item in meta.range(DELETING_PREFIX..).map_err(storage)? {
+        let (key, _) = item.map_err(storage)?;
+        match key.value().strip_prefix(DELETING_PREFIX) {
+            Some(id) => ids.push(EndpointId::from(id)),
+            None => break,
+        }
+    }
+    Ok(ids)
+}
+
+/// Takes deletion steps for each of `ids` until they are done (on a thread of its
+/// own: it waits for the writer).
+pub(crate) fn finish_deletions(jobs: &mpsc::Sender<Job>, ids: Vec<EndpointId>) {
+    for id in ids {
+        loop {
+            let id = id.clone();
+            let (job, reply) = job(move |ctx| ctx.delete_endpoint_step(&id, false), true);
+            if jobs.send(job).is_err() {
+                return;
+            }
+            // A failed step is taken again by the next open, put or delete of the id.
+            if !matches!(reply.blocking_recv(), Ok(Ok(DeleteStep::More))) {
+                break;
+            }
+        }
+    }
+}
 
 /// Counters for tests and monitoring.
 #[derive(Debug, Default)]
@@ -355,6 +412,9 @@ pub(crate) struct RawClaims {
 
 impl Ctx<'_, '_> {
     pub(crate) fn put_endpoint(&mut self, endpoint: &Endpoint, json: &[u8]) -> Result<()> {
+        // A new endpoint of an id whose deletion is under way starts without the old
+        // one's deliveries.
+        self.finish_deleting(&endpoint.id)?;
         self.t
             .endpoints
             .insert(endpoint.id.as_str(), json)
@@ -385,31 +445,67 @@ impl Ctx<'_, '_> {
         Ok(())
     }
 
-    pub(crate) fn delete_endpoint(&mut self, id: &EndpointId) -> Result<bool> {
-        if self
-            .t
-            .endpoints
-            .remove(id.as_str())
-            .map_err(storage)?
-            .is_none()
-        {
-            return Ok(false);
+    /// One step of deleting endpoint `id` and its deliveries, so that no transaction
+    /// holds the writer for long. The first takes the endpoint away (reads, enqueues
+    /// and claims no longer see it) and marks its deletion begun in `meta`; each step
+    /// removes up to [`DELETE_CHUNK`] of its deliveries; the last clears the mark.
+    /// Without `begin`, only a deletion already under way goes on (an endpoint put
+    /// again meanwhile is a new one, and stays).
+    pub(crate) fn delete_endpoint_step(
+        &mut self,
+        id: &EndpointId,
+        begin: bool,
+    ) -> Result<DeleteStep> {
+        let mark = deleting_key(id.as_str());
+        let begun = self.t.meta.get(mark.as_str()).map_err(storage)?.is_some();
+        if !begun {
+            if !begin {
+                return Ok(DeleteStep::Missing);
+            }
+            if self
+                .t
+                .endpoints
+                .remove(id.as_str())
+                .map_err(storage)?
+                .is_none()
+            {
+                return Ok(DeleteStep::Missing);
+            }
+            self.t.meta.insert(mark.as_str(), 0).map_err(storage)?;
+            self.index.remove_endpoint(id);
         }
         let mut seqs = Vec::new();
         let range = (id.as_str(), 0)..=(id.as_str(), u64::MAX);
         for item in self.t.by_endpoint.range(range).map_err(storage)? {
             seqs.push(item.map_err(storage)?.0.value().1);
+            if seqs.len() == DELETE_CHUNK {
+                break;
+            }
         }
-        self.index.remove_endpoint(id);
-        for seq in seqs {
+        for &seq in &seqs {
             self.remove_delivery(seq)?;
         }
+        if seqs.len() == DELETE_CHUNK {
+            return Ok(DeleteStep::More);
+        }
         // Only now: removing the deliveries used the mark to find their `ready` entries,
-        // and the strict set to find their `unfinished` ones.
+        // and the strict set to find their `unfinished` ones (which a restart during
+        // the deletion loses, as the endpoint is gone: whatever is left goes here).
+        self.t
+            .unfinished
+            .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)
+            .map_err(storage)?;
         self.t.promoted.remove(id.as_str()).map_err(storage)?;
         self.index.promoted.remove(id.as_str());
         self.index.strict.remove(id.as_str());
-        Ok(true)
+        self.t.meta.remove(mark.as_str()).map_err(storage)?;
+        Ok(DeleteStep::Done)
+    }
+
+    /// Finishes a deletion of `id` that began and did not end, in this transaction.
+    fn finish_deleting(&mut self, id: &EndpointId) -> Result<()> {
+        while self.delete_endpoint_step(id, false)? == DeleteStep::More {}
+        Ok(())
     }
 
     pub(crate) fn enqueue(
