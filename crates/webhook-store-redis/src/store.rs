@@ -17,9 +17,9 @@ use deadpool_redis::{
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use webhook_core::{
-    ClaimRequest, Claimed, Completed, Completion, DeadLetterQuery, Delivery, DeliveryRecord,
-    DeliveryState, Endpoint, EndpointId, Enqueued, Error, Event, EventId, EventRecord, Finished,
-    IdempotencyKey, Lease, Ordering, Result, Store, TenantId,
+    Attempt, ClaimRequest, Claimed, Completed, Completion, DeadLetterQuery, Delivery,
+    DeliveryRecord, DeliveryState, Endpoint, EndpointId, Enqueued, Error, Event, EventId,
+    EventRecord, Finished, IdempotencyKey, Lease, Ordering, Result, Store, TenantId,
 };
 
 use crate::{
@@ -583,11 +583,20 @@ impl Store for RedisStore {
             args = args.str(id.as_str()).num((*max).min(limit));
         }
         let [claimed, events] = tuple(self.eval(&SCRIPTS.claim, args).await?)?;
-        let events = array(events)?
+        // An event record that is missing (evicted, or deleted by hand) or unreadable
+        // fails its deliveries, not the claim: otherwise every later claim would fail
+        // on them too, and nothing would be delivered.
+        let events: Vec<std::result::Result<Event, String>> = array(events)?
             .into_iter()
-            .map(event)
-            .collect::<Result<Vec<_>>>()?;
+            .map(|v| match v {
+                Value::Nil => Err("the event's record is missing from Redis (evicted or \
+                    deleted): it cannot be sent"
+                    .to_owned()),
+                v => event(v).map_err(|e| format!("the event's record cannot be read: {e}")),
+            })
+            .collect();
         let mut out = Vec::new();
+        let mut unsendable = Vec::new();
         let mut items = array(claimed)?.into_iter();
         while let Some(record) = items.next() {
             let delivery: Delivery = delivery(record)?;
@@ -608,11 +617,24 @@ impl Store for RedisStore {
                 token: delivery.lease_token,
                 until: lease_until,
             };
-            out.push(Claimed {
-                event,
-                delivery,
-                lease,
-            });
+            match event {
+                Ok(event) => out.push(Claimed {
+                    event,
+                    delivery,
+                    lease,
+                }),
+                Err(why) => unsendable.push(Finished {
+                    lease,
+                    completion: Completion::Dead {
+                        attempt: Attempt::failed(request.now, Duration::ZERO, why),
+                    },
+                }),
+            }
+        }
+        if !unsendable.is_empty() {
+            // Into the dead letters, where they can be seen. Should this fail, their
+            // leases expire and a later claim tries again.
+            let _ = self.complete(&unsendable, request.now).await;
         }
         Ok(out)
     }

@@ -446,6 +446,61 @@ fn event_endpoints(claimed: &[webhook_core::Claimed]) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_delivery_whose_event_record_is_gone_goes_dead_and_the_rest_are_claimed() {
+    let url = support::redis_url();
+    let cleanup = support::Cleanup::new(&url);
+    let store = store(&cleanup, &url, "orphan").await;
+    store
+        .put_endpoint(&Endpoint::new("a", "https://example.test/"))
+        .await
+        .unwrap();
+    for id in ["lost", "kept"] {
+        store
+            .enqueue(&Event::new(id, "x"), &ids(&["a"]), t(0))
+            .await
+            .unwrap();
+    }
+    // As if Redis had evicted it (a maxmemory policy other than noeviction).
+    let mut conn = store.pool().get().await.unwrap();
+    let removed: u64 = redis::cmd("DEL")
+        .arg(format!("{}:ev:0000000000000001", store.prefix()))
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    drop(conn);
+    let claimed = store
+        .claim(&ClaimRequest::new(t(1), LEASE, 10))
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&claimed), ["kept"]);
+    let dead = store
+        .list_dead(&webhook_core::DeadLetterQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].key.event_id.as_str(), "lost");
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("missing")),
+        "{:?}",
+        dead[0].last_error
+    );
+    assert!(
+        store
+            .claim(&ClaimRequest::new(t(100), LEASE, 10))
+            .await
+            .is_ok(),
+        "later claims work"
+    );
+}
+
+#[tokio::test]
 async fn pruning_finds_events_with_long_keys() {
     // The key of this event (tenant and id) is longer than what a script reads of an
     // event record's head in one go.
