@@ -1,8 +1,9 @@
 -- claim: ARGV = prefix, now, lease_until, limit, per_endpoint_limit, n, then n pairs
 -- (endpoint id, limit) overriding the per-endpoint limit (0 skips the endpoint).
 -- Serves endpoints round-robin in id order, starting after the one served last.
--- Returns {claimed, events}: claimed is flat, a delivery record (as written) then the
--- 1-based index of its event record (payload included) in events, per claim.
+-- Returns {claimed, events}: claimed is flat, a delivery record (as written, without
+-- its attempts) then the 1-based index of its event record (payload included) in
+-- events, per claim.
 local now_s, until_s = ARGV[2], ARGV[3]
 local now = tonumber(now_s)
 local now17, until17 = t17(now_s), t17(until_s)
@@ -48,7 +49,7 @@ local function take(seq, key, v)
     e = #events
     event_index[eseq] = e
   end
-  out[#out + 1] = nv
+  out[#out + 1] = d_without_attempts(nv)
   out[#out + 1] = e
   claimed = claimed + 1
 end

@@ -52,6 +52,12 @@ local function d_dkey(v)
   local p = d_key_pos(v)
   return string.sub(v, p + 10, p + 9 + tonumber(string.sub(v, p, p + 9)))
 end
+-- The record without its attempts (which grow with every retry): its head, error and
+-- key, all the Rust side reads of a claimed delivery.
+local function d_without_attempts(v)
+  local p = d_key_pos(v)
+  return string.sub(v, 1, p + 9 + tonumber(string.sub(v, p, p + 9)))
+end
 -- The delivery's {tenant (false if none), endpoint id} from its key (cold paths only).
 local function d_owner(v)
   local k = cjson.decode(d_dkey(v))
