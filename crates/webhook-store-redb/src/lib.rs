@@ -80,7 +80,9 @@ pub struct RedbStore {
     db: Arc<Database>,
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
-    pruner: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    /// Background threads that send jobs to the writer (retention, resumed
+    /// deletions), each with the sender whose drop stops it.
+    helpers: Vec<(mpsc::Sender<()>, JoinHandle<()>)>,
     stats: Arc<Stats>,
     path: PathBuf,
     options: RedbOptions,
@@ -117,18 +119,20 @@ impl RedbStore {
             db,
             jobs: Some(jobs),
             writer: Some(writer),
-            pruner: None,
+            helpers: Vec::new(),
             stats,
             path,
             options,
         };
         if !unfinished.is_empty() {
             // Deletions cut short (the process stopped) go on in the background.
+            let (stop, stopped) = mpsc::channel();
             let jobs = store.jobs.clone().expect("just set");
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name("webhook-redb-deleter".into())
-                .spawn(move || writer::finish_deletions(&jobs, unfinished))
+                .spawn(move || writer::finish_deletions(&stopped, &jobs, unfinished))
                 .map_err(|e| Error::Unavailable(format!("cannot start a thread: {e}")))?;
+            store.helpers.push((stop, handle));
         }
         if let Some(retention) = store.options.retention {
             let (stop, stopped) = mpsc::channel();
@@ -141,7 +145,7 @@ impl RedbStore {
                 .map_err(|e| {
                     Error::Unavailable(format!("cannot start the retention thread: {e}"))
                 })?;
-            store.pruner = Some((stop, handle));
+            store.helpers.push((stop, handle));
         }
         Ok(store)
     }
@@ -232,7 +236,7 @@ impl fmt::Debug for RedbStore {
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
-        if let Some((stop, handle)) = self.pruner.take() {
+        for (stop, handle) in self.helpers.drain(..) {
             drop(stop);
             let _ = handle.join();
         }

@@ -86,11 +86,19 @@ pub(crate) fn unfinished_deletions(db: &Database) -> Result<Vec<EndpointId>> {
     Ok(ids)
 }
 
-/// Takes deletion steps for each of `ids` until they are done (on a thread of its
-/// own: it waits for the writer).
-pub(crate) fn finish_deletions(jobs: &mpsc::Sender<Job>, ids: Vec<EndpointId>) {
+/// Takes deletion steps for each of `ids` until they are done or `stop` is dropped
+/// (on a thread of its own: it waits for the writer). What is left is taken up again
+/// at the next open.
+pub(crate) fn finish_deletions(
+    stop: &mpsc::Receiver<()>,
+    jobs: &mpsc::Sender<Job>,
+    ids: Vec<EndpointId>,
+) {
     for id in ids {
         loop {
+            if !matches!(stop.try_recv(), Err(mpsc::TryRecvError::Empty)) {
+                return;
+            }
             let id = id.clone();
             let (job, reply) = job(move |ctx| ctx.delete_endpoint_step(&id, false), true);
             if jobs.send(job).is_err() {
