@@ -325,15 +325,18 @@ impl RedisStore {
     }
 
     /// Deletes endpoint `id` and its deliveries, `BATCH` deliveries per script call
-    /// (the endpoint is hidden from the first call on). Whether it existed.
-    async fn finish_deleting(&self, id: &str) -> Result<bool> {
+    /// (the endpoint is hidden from the first call on); without `begin`, only carries
+    /// on a deletion already under way. Whether there was something to delete.
+    async fn delete_in_steps(&self, id: &str, begin: bool) -> Result<bool> {
         let mut existed = false;
         loop {
-            let args = Args::new().str(id).num(BATCH);
+            // Only the first step may begin: an endpoint put again meanwhile (which
+            // finishes the deletion first) is a new one, and stays.
+            let args = Args::new().str(id).num(BATCH).flag(begin && !existed);
             match int(self.eval(&SCRIPTS.delete_endpoint, args).await?)? {
                 2 => existed = true,
                 1 => return Ok(true),
-                // Gone meanwhile: another call finished the deletion.
+                // Finished meanwhile by another call.
                 _ => return Ok(existed),
             }
         }
@@ -476,7 +479,7 @@ impl Store for RedisStore {
         if int(self.eval(&SCRIPTS.put_endpoint, args.clone()).await?)? == 0 {
             // A deletion of this id began and did not end (its process stopped):
             // finish it, so the new endpoint starts without the old one's deliveries.
-            self.finish_deleting(endpoint.id.as_str()).await?;
+            self.delete_in_steps(endpoint.id.as_str(), false).await?;
             if int(self.eval(&SCRIPTS.put_endpoint, args).await?)? == 0 {
                 return Err(Error::Unavailable(format!(
                     "endpoint {} is being deleted by another call",
@@ -519,7 +522,7 @@ impl Store for RedisStore {
     }
 
     async fn delete_endpoint(&self, id: &EndpointId) -> Result<bool> {
-        self.finish_deleting(id.as_str()).await
+        self.delete_in_steps(id.as_str(), true).await
     }
 
     async fn enqueue(
@@ -757,7 +760,7 @@ impl Store for RedisStore {
             .query(redis::cmd("SMEMBERS").arg(format!("{}:deleting", self.prefix)))
             .await?;
         for id in deleting {
-            self.finish_deleting(&id).await?;
+            self.delete_in_steps(&id, false).await?;
         }
         let mut total = 0u64;
         loop {
