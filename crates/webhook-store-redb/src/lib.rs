@@ -8,7 +8,11 @@ use std::{
     collections::HashMap,
     fmt,
     path::{Path, PathBuf},
-    sync::{Arc, atomic::Ordering as Atomic, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering as Atomic},
+        mpsc,
+    },
     thread::JoinHandle,
     time::Duration,
 };
@@ -79,6 +83,8 @@ pub struct RedbStats {
 pub struct RedbStore {
     db: Arc<Database>,
     jobs: Option<mpsc::Sender<Job>>,
+    /// Tells the writer to stop once the jobs queued are done (see `Drop`).
+    closing: Arc<AtomicBool>,
     writer: Option<JoinHandle<()>>,
     /// Background threads that send jobs to the writer (retention, resumed
     /// deletions), each with the sender whose drop stops it.
@@ -110,7 +116,14 @@ impl RedbStore {
         let db = Arc::new(db);
         let stats = Arc::new(Stats::default());
         let (jobs, rx) = mpsc::channel();
-        let state = writer::Writer::new(Arc::clone(&db), index, rx, Arc::clone(&stats));
+        let closing = Arc::new(AtomicBool::new(false));
+        let state = writer::Writer::new(
+            Arc::clone(&db),
+            index,
+            rx,
+            Arc::clone(&stats),
+            Arc::clone(&closing),
+        );
         let writer = std::thread::Builder::new()
             .name("webhook-redb-writer".into())
             .spawn(move || state.run())
@@ -118,6 +131,7 @@ impl RedbStore {
         let mut store = Self {
             db,
             jobs: Some(jobs),
+            closing,
             writer: Some(writer),
             helpers: Vec::new(),
             stats,
@@ -176,13 +190,7 @@ impl RedbStore {
         T: Send + 'static,
         F: FnMut(&mut Ctx<'_, '_>) -> Result<T> + Send + 'static,
     {
-        let (job, reply) = writer::job(op, durable);
-        self.jobs
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(job)
-            .map_err(|_| stopped())?;
-        reply.await.map_err(|_| stopped())?
+        send(self.jobs.as_ref().ok_or_else(stopped)?, durable, op).await
     }
 
     /// Runs `op` in a read transaction on a blocking thread.
@@ -209,6 +217,35 @@ where
             .await
             .map_err(|e| Error::Unavailable(format!("store task failed: {e}")))?,
         _ => work(),
+    }
+}
+
+/// Sends `op` to the writer and waits for its result.
+async fn send<T, F>(jobs: &mpsc::Sender<Job>, durable: bool, op: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnMut(&mut Ctx<'_, '_>) -> Result<T> + Send + 'static,
+{
+    let (job, reply) = writer::job(op, durable);
+    jobs.send(job).map_err(|_| stopped())?;
+    reply.await.map_err(|_| stopped())?
+}
+
+/// Deletes endpoint `id` a step (a transaction) at a time; without `begin`, only
+/// carries on a deletion already under way. Whether there was something to delete.
+async fn delete_in_steps(jobs: mpsc::Sender<Job>, id: EndpointId, begin: bool) -> Result<bool> {
+    let mut existed = false;
+    loop {
+        let id = id.clone();
+        // Only the first step may begin: an endpoint put again meanwhile (which
+        // finishes the deletion first) is a new one, and stays.
+        let begin = begin && !existed;
+        match send(&jobs, true, move |ctx| ctx.delete_endpoint_step(&id, begin)).await? {
+            DeleteStep::More => existed = true,
+            DeleteStep::Done => return Ok(true),
+            // Finished meanwhile by another call.
+            DeleteStep::Missing => return Ok(existed),
+        }
     }
 }
 
@@ -241,8 +278,12 @@ impl Drop for RedbStore {
             let _ = handle.join();
         }
         // The writer finishes the jobs already queued, then exits and closes its
-        // handle on the file.
-        drop(self.jobs.take());
+        // handle on the file, though a task of this store's (a deletion going on)
+        // may still hold a sender: it is woken with a job that does nothing.
+        self.closing.store(true, Atomic::Release);
+        if let Some(jobs) = self.jobs.take() {
+            let _ = jobs.send(writer::job(|_| Ok(()), false).0);
+        }
         if let Some(handle) = self.writer.take() {
             let _ = handle.join();
         }
@@ -254,6 +295,14 @@ impl Store for RedbStore {
     async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
         endpoint.validate()?;
         let json = schema::encode_endpoint(endpoint)?;
+        // A deletion of this id cut short goes first, a transaction at a time (the put
+        // would otherwise finish it in one).
+        delete_in_steps(
+            self.jobs.clone().ok_or_else(stopped)?,
+            endpoint.id.clone(),
+            false,
+        )
+        .await?;
         let endpoint = endpoint.clone();
         self.write(true, move |ctx| ctx.put_endpoint(&endpoint, &json))
             .await
@@ -288,21 +337,16 @@ impl Store for RedbStore {
     }
 
     async fn delete_endpoint(&self, id: &EndpointId) -> Result<bool> {
-        let mut existed = false;
-        loop {
-            let id = id.clone();
-            // The first step begins the deletion; the others only carry it on, so that
-            // an endpoint put again meanwhile (which finishes the deletion) stays.
-            let begin = !existed;
-            match self
-                .write(true, move |ctx| ctx.delete_endpoint_step(&id, begin))
-                .await?
-            {
-                DeleteStep::More => existed = true,
-                DeleteStep::Done => return Ok(true),
-                // Finished meanwhile by another call.
-                DeleteStep::Missing => return Ok(existed),
-            }
+        let jobs = self.jobs.clone().ok_or_else(stopped)?;
+        let steps = delete_in_steps(jobs, id.clone(), true);
+        // On a task of its own, so that a caller who stops waiting (a client that
+        // hangs up) does not leave the deletion half done.
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle
+                .spawn(steps)
+                .await
+                .map_err(|e| Error::Unavailable(format!("deletion task failed: {e}")))?,
+            Err(_) => steps.await,
         }
     }
 

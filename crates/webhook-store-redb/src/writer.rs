@@ -23,7 +23,7 @@ use std::{
     panic::{AssertUnwindSafe, catch_unwind},
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering as Atomic},
+        atomic::{AtomicBool, AtomicU64, Ordering as Atomic},
         mpsc,
     },
     time::{Duration, Instant},
@@ -492,6 +492,12 @@ impl Ctx<'_, '_> {
         }
         for &seq in &seqs {
             self.remove_delivery(seq)?;
+            // Also when its record is missing (corrupt data), so that every step
+            // makes progress.
+            self.t
+                .by_endpoint
+                .remove((id.as_str(), seq))
+                .map_err(storage)?;
         }
         if seqs.len() == DELETE_CHUNK {
             return Ok(DeleteStep::More);
@@ -1099,6 +1105,9 @@ pub(crate) struct Writer {
     index: Index,
     jobs: mpsc::Receiver<Job>,
     stats: Arc<Stats>,
+    /// Set when the store is dropped: the writer then stops after the jobs queued,
+    /// even if tasks of the store's (a deletion going on) still hold senders.
+    closing: Arc<AtomicBool>,
     lazy_commits: u32,
     last_durable: Instant,
 }
@@ -1114,12 +1123,14 @@ impl Writer {
         index: Index,
         jobs: mpsc::Receiver<Job>,
         stats: Arc<Stats>,
+        closing: Arc<AtomicBool>,
     ) -> Self {
         Self {
             db,
             index,
             jobs,
             stats,
+            closing,
             lazy_commits: 0,
             last_durable: Instant::now(),
         }
@@ -1136,6 +1147,18 @@ impl Writer {
                 }
             }
             self.run_batch(batch);
+            if self.closing.load(Atomic::Acquire) {
+                // The store is gone: what is queued now is the last work. A task that
+                // sends more (a deletion's next step) finds the writer gone; the
+                // deletion is taken up again at the next open.
+                let mut rest: Vec<Job> = self.jobs.try_iter().collect();
+                while !rest.is_empty() {
+                    let later = rest.split_off(rest.len().min(MAX_BATCH));
+                    self.run_batch(rest);
+                    rest = later;
+                }
+                return;
+            }
         }
     }
 

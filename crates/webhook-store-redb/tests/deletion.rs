@@ -219,3 +219,67 @@ async fn an_endpoint_put_while_its_old_deletion_resumes_starts_afresh_and_stays(
     drop(store);
     assert_eq!(remains_of_a(&path), (1, 0, 0, 0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deletion_goes_on_when_its_caller_stops_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    {
+        let store = backlog(&path, 5000).await;
+        // A caller that gives up at once (an HTTP client that hangs up, say).
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(1), store.delete_endpoint(&"a".into()))
+                .await;
+        assert!(
+            gave_up.is_err(),
+            "the deletion takes more than a millisecond"
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while store.get_delivery(&key("e0", "a")).await.unwrap().is_some()
+            || store
+                .get_delivery(&key("e4999", "a"))
+                .await
+                .unwrap()
+                .is_some()
+        {
+            assert!(Instant::now() < deadline, "the deletion stopped half done");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(store.get_endpoint(&"a".into()).await.unwrap().is_none());
+    }
+    assert_eq!(remains_of_a(&path), (0, 0, 0, 0, 0));
+}
+
+#[test]
+fn dropping_the_store_while_a_deletion_goes_on_does_not_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let (done, finished) = std::sync::mpsc::channel();
+    let file = path.clone();
+    // On a runtime with one thread, which the drop blocks: the deletion's task cannot
+    // run then, so the drop must not wait for it.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store = backlog(&file, 5000).await;
+            let gave_up =
+                tokio::time::timeout(Duration::from_millis(1), store.delete_endpoint(&"a".into()))
+                    .await;
+            assert!(gave_up.is_err());
+            drop(store);
+        });
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("dropping the store hung");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = RedbStore::open(&path).unwrap();
+        store.delete_endpoint(&"a".into()).await.unwrap();
+    });
+    assert_eq!(remains_of_a(&path), (0, 0, 0, 0, 0));
+}
