@@ -290,7 +290,17 @@ impl RedisStore {
         if let Some(conn) = self.held(slot) {
             return Ok(conn);
         }
-        let _filling = self.shared.filling[slot].lock().await;
+        // Bounded like the pool's own wait: a call queued behind a filler that waited
+        // out the pool does not wait as long again.
+        let filling = self.shared.filling[slot].lock();
+        let _filling = match self.pool.timeouts().wait {
+            Some(limit) => tokio::time::timeout(limit, filling).await.map_err(|_| {
+                Error::Unavailable(
+                    "redis connection pool: timed out waiting for a connection".into(),
+                )
+            })?,
+            None => filling.await,
+        };
         // Another call may have filled the slot while this one waited.
         if let Some(conn) = self.held(slot) {
             return Ok(conn);
@@ -522,7 +532,12 @@ impl Store for RedisStore {
     }
 
     async fn delete_endpoint(&self, id: &EndpointId) -> Result<bool> {
-        self.delete_in_steps(id.as_str(), true).await
+        // On a task of its own, so that a caller who stops waiting (a client that
+        // hangs up) does not leave the deletion half done.
+        let (store, id) = (self.clone(), id.to_string());
+        tokio::spawn(async move { store.delete_in_steps(&id, true).await })
+            .await
+            .map_err(|e| Error::Unavailable(format!("deletion task failed: {e}")))?
     }
 
     async fn enqueue(
@@ -759,8 +774,9 @@ impl Store for RedisStore {
         let deleting: Vec<String> = self
             .query(redis::cmd("SMEMBERS").arg(format!("{}:deleting", self.prefix)))
             .await?;
+        // One that cannot go on (corrupt data) does not hold up retention.
         for id in deleting {
-            self.delete_in_steps(&id, false).await?;
+            let _ = self.delete_in_steps(&id, false).await;
         }
         let mut total = 0u64;
         loop {

@@ -359,6 +359,46 @@ async fn a_large_endpoint_is_deleted_in_steps_and_leaves_nothing_behind() {
 }
 
 #[tokio::test]
+async fn a_deletion_goes_on_when_its_caller_stops_waiting() {
+    let url = support::redis_url();
+    let cleanup = support::Cleanup::new(&url);
+    let store = store(&cleanup, &url, "gaveup").await;
+    store
+        .put_endpoint(&Endpoint::new("big", "https://example.test/"))
+        .await
+        .unwrap();
+    for i in 0..1500 {
+        store
+            .enqueue(&Event::new(format!("e{i}"), "x"), &ids(&["big"]), t(0))
+            .await
+            .unwrap();
+    }
+    // A caller that gives up at once (an HTTP client that hangs up, say).
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(1),
+        store.delete_endpoint(&"big".into()),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "the deletion takes more than a millisecond"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !keys(&store, "*")
+        .await
+        .iter()
+        .all(|k| !k.ends_with(":big") && !k.contains(":d:"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deletion stopped half done"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(keys(&store, "deleting").await.is_empty());
+}
+
+#[tokio::test]
 async fn a_deletion_cut_short_is_hidden_and_finished_later() {
     let url = support::redis_url();
     let cleanup = support::Cleanup::new(&url);
