@@ -148,7 +148,10 @@ pub struct Delivery {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
-    /// Counts claims; the token of the current lease.
+    /// The token of the current lease: it starts at the creation time in microseconds
+    /// since the epoch and goes up by one per claim. So a delivery created again under
+    /// the same key (its endpoint deleted and put again) does not hand out the tokens
+    /// of the one before, which a worker may still hold a lease of.
     pub lease_token: u64,
 }
 
@@ -219,7 +222,7 @@ impl Delivery {
             priority,
             created_at: now,
             updated_at: now,
-            lease_token: 0,
+            lease_token: u64::try_from(now.timestamp_micros()).unwrap_or(0),
         }
     }
 

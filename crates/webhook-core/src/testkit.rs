@@ -56,6 +56,7 @@ where
         switching_ordering_keeps_dispatch_order,
         higher_priority_goes_first_within_an_endpoint,
         deleting_an_endpoint_drops_its_deliveries,
+        a_lease_on_a_deleted_delivery_does_not_hold_its_successor,
         prune_removes_old_delivered_work_only,
         pruning_part_of_a_fanout_keeps_the_rest,
         concurrent_claims_never_overlap,
@@ -861,6 +862,41 @@ async fn deleting_an_endpoint_drops_its_deliveries(store: &impl Store) {
         1,
         "the event keeps its other deliveries"
     );
+}
+
+async fn a_lease_on_a_deleted_delivery_does_not_hold_its_successor(store: &impl Store) {
+    setup(store, &["a"]).await;
+    store
+        .enqueue(&event("e1"), &ids(&["a"]), t(0))
+        .await
+        .unwrap();
+    let old = claim(store, t(0), 1).await;
+    assert_eq!(old.len(), 1);
+    // The endpoint goes, comes back, and gets the same event again, while a worker
+    // still holds the lease of the delivery that went with it.
+    assert!(store.delete_endpoint(&"a".into()).await.unwrap());
+    setup(store, &["a"]).await;
+    store
+        .enqueue(&event("e1"), &ids(&["a"]), t(5))
+        .await
+        .unwrap();
+    let new = claim(store, t(5), 1).await;
+    assert_eq!(new.len(), 1);
+    let late = Completion::Delivered {
+        attempt: ok_attempt(t(6), 200),
+    };
+    assert!(
+        !finish(store, &old[0], late, t(6)).await,
+        "the old lease completed the new delivery"
+    );
+    assert!(matches!(
+        state(store, &key("e1", "a")).await,
+        DeliveryState::InFlight { .. }
+    ));
+    let done = Completion::Delivered {
+        attempt: ok_attempt(t(7), 200),
+    };
+    assert!(finish(store, &new[0], done, t(7)).await);
 }
 
 async fn prune_removes_old_delivered_work_only(store: &impl Store) {

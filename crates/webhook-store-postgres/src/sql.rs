@@ -81,8 +81,8 @@ WITH wanted AS (
     ON CONFLICT (tenant, id) DO UPDATE SET priority = ev_t.priority
     RETURNING seq, priority
 ), created AS (
-    INSERT INTO {s}.deliveries (tenant, endpoint_id, event_seq, state, claimable_at, created_at, updated_at, priority)
-    SELECT $2, w.id, ev.seq, 'pending', $8, $8, $8, ev.priority FROM ev CROSS JOIN wanted w ORDER BY w.ord
+    INSERT INTO {s}.deliveries (tenant, endpoint_id, event_seq, state, claimable_at, created_at, updated_at, priority, lease_token)
+    SELECT $2, w.id, ev.seq, 'pending', $8, $8, $8, ev.priority, (extract(epoch FROM $8::timestamptz) * 1000000)::bigint FROM ev CROSS JOIN wanted w ORDER BY w.ord
     ON CONFLICT (event_seq, endpoint_id) DO NOTHING
     RETURNING 1
 )
@@ -120,8 +120,8 @@ WITH calls AS (
     ON CONFLICT (tenant, id) DO UPDATE SET priority = ev_t.priority
     RETURNING seq, tenant, id, priority
 ), created AS (
-    INSERT INTO {s}.deliveries (tenant, endpoint_id, event_seq, state, claimable_at, created_at, updated_at, priority)
-    SELECT c.tenant, w.id, ev.seq, 'pending', c.now, c.now, c.now, ev.priority
+    INSERT INTO {s}.deliveries (tenant, endpoint_id, event_seq, state, claimable_at, created_at, updated_at, priority, lease_token)
+    SELECT c.tenant, w.id, ev.seq, 'pending', c.now, c.now, c.now, ev.priority, (extract(epoch FROM c.now) * 1000000)::bigint
     FROM calls c
     JOIN ev ON ev.tenant = c.tenant AND ev.id = c.id
     JOIN wanted w ON w.call = c.call

@@ -313,7 +313,9 @@ fn acknowledged_events_survive_sigkill() {
         "child acknowledged only {}",
         acked.len()
     );
-    assert_eq!(token, Some(1));
+    // Lease tokens start at the delivery's creation time in microseconds.
+    let first = u64::try_from(t(0).timestamp_micros()).unwrap();
+    assert_eq!(token, Some(first + 1));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -351,6 +353,6 @@ fn acknowledged_events_survive_sigkill() {
             .unwrap();
         assert_eq!(held.len(), 1);
         assert_eq!(held[0].delivery.key.event_id.as_str(), "held");
-        assert_eq!(held[0].lease.token, 2);
+        assert_eq!(held[0].lease.token, first + 2);
     });
 }

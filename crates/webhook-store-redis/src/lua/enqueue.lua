@@ -44,7 +44,8 @@ local function at_now(now)
   local t = nows[now]
   if not t then
     local now17 = t17(now)
-    t = {head = 'p' .. now17 .. '0000000000000000' .. '0000000000' .. now17 .. now17,
+    -- The first lease token is the creation time in microseconds (see Delivery).
+    t = {head = 'p' .. now17 .. pad(tonumber(now) * 1000) .. '0000000000' .. now17 .. now17,
       rdy = enc_at(now)}
     nows[now] = t
   end
