@@ -102,6 +102,31 @@ fn remains_of_a(path: &Path) -> (usize, usize, usize, usize, usize) {
     )
 }
 
+/// Makes the file look as the first step of deleting `a` leaves it when the process
+/// dies right after that step.
+fn cut_short_after_first_step(path: &Path) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(ENDPOINTS).unwrap().remove("a").unwrap();
+    txn.open_table(META)
+        .unwrap()
+        .insert("deleting:a", 0)
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+/// Puts endpoint `a` (relaxed ordering) and enqueues event `new` to it.
+async fn put_a_again_with_a_delivery(store: &RedbStore) {
+    store
+        .put_endpoint(&Endpoint::new("a", "https://example.test/a"))
+        .await
+        .unwrap();
+    store
+        .enqueue(&Event::new("new", "{}"), &[EndpointId::from("a")], t(2))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_endpoint_goes_in_steps_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
@@ -129,17 +154,7 @@ async fn a_deletion_cut_short_is_finished_when_the_store_opens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
     drop(backlog(&path, 300).await);
-    // What the first step of a deletion leaves when the process dies right after it.
-    {
-        let db = redb::Database::open(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(ENDPOINTS).unwrap().remove("a").unwrap();
-        txn.open_table(META)
-            .unwrap()
-            .insert("deleting:a", 0)
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    cut_short_after_first_step(&path);
     {
         let store = RedbStore::open(&path).unwrap();
         assert!(store.get_endpoint(&"a".into()).await.unwrap().is_none());
@@ -154,14 +169,7 @@ async fn a_deletion_cut_short_is_finished_when_the_store_opens() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // `a` again is a new endpoint, which the finished deletion leaves alone.
-        store
-            .put_endpoint(&Endpoint::new("a", "https://example.test/a"))
-            .await
-            .unwrap();
-        store
-            .enqueue(&Event::new("new", "{}"), &[EndpointId::from("a")], t(2))
-            .await
-            .unwrap();
+        put_a_again_with_a_delivery(&store).await;
         assert!(store.get_delivery(&key("e7", "b")).await.unwrap().is_some());
     }
     let store = RedbStore::open(&path).unwrap();
@@ -183,30 +191,14 @@ async fn an_endpoint_put_while_its_old_deletion_resumes_starts_afresh_and_stays(
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
     drop(backlog(&path, 2500).await);
-    {
-        let db = redb::Database::open(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(ENDPOINTS).unwrap().remove("a").unwrap();
-        txn.open_table(META)
-            .unwrap()
-            .insert("deleting:a", 0)
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    cut_short_after_first_step(&path);
     // At once, while the store resumes the old deletion: the put finishes it first.
     let store = RedbStore::open(&path).unwrap();
-    store
-        .put_endpoint(&Endpoint::new("a", "https://example.test/a"))
-        .await
-        .unwrap();
+    put_a_again_with_a_delivery(&store).await;
     assert!(
         store.get_delivery(&key("e0", "a")).await.unwrap().is_none(),
         "the new endpoint starts without the old one's deliveries"
     );
-    store
-        .enqueue(&Event::new("new", "{}"), &[EndpointId::from("a")], t(2))
-        .await
-        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(store.get_endpoint(&"a".into()).await.unwrap().is_some());
     assert!(
