@@ -295,17 +295,21 @@ impl Store for RedbStore {
     async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
         endpoint.validate()?;
         let json = schema::encode_endpoint(endpoint)?;
-        // A deletion of this id cut short goes first, a transaction at a time (the put
-        // would otherwise finish it in one).
-        delete_in_steps(
-            self.jobs.clone().ok_or_else(stopped)?,
-            endpoint.id.clone(),
-            false,
-        )
-        .await?;
         let endpoint = endpoint.clone();
-        self.write(true, move |ctx| ctx.put_endpoint(&endpoint, &json))
-            .await
+        let id = endpoint.id.clone();
+        let put = move |ctx: &mut Ctx<'_, '_>| ctx.put_endpoint(&endpoint, &json);
+        let jobs = self.jobs.clone().ok_or_else(stopped)?;
+        if send(&jobs, true, put.clone()).await? {
+            return Ok(());
+        }
+        // A deletion of this id cut short: it goes first, a transaction at a time.
+        delete_in_steps(jobs.clone(), id.clone(), false).await?;
+        if send(&jobs, true, put).await? {
+            return Ok(());
+        }
+        Err(Error::Unavailable(format!(
+            "endpoint {id} is being deleted by another call"
+        )))
     }
 
     async fn get_endpoint(&self, id: &EndpointId) -> Result<Option<Endpoint>> {

@@ -419,10 +419,14 @@ pub(crate) struct RawClaims {
 }
 
 impl Ctx<'_, '_> {
-    pub(crate) fn put_endpoint(&mut self, endpoint: &Endpoint, json: &[u8]) -> Result<()> {
-        // A new endpoint of an id whose deletion is under way starts without the old
-        // one's deliveries.
-        self.finish_deleting(&endpoint.id)?;
+    /// Puts `endpoint`; `false`, having written nothing, while a deletion of its id is
+    /// under way (the caller finishes it and puts again, so that the new endpoint
+    /// starts without the old one's deliveries).
+    pub(crate) fn put_endpoint(&mut self, endpoint: &Endpoint, json: &[u8]) -> Result<bool> {
+        let mark = deleting_key(endpoint.id.as_str());
+        if self.t.meta.get(mark.as_str()).map_err(storage)?.is_some() {
+            return Ok(false);
+        }
         self.t
             .endpoints
             .insert(endpoint.id.as_str(), json)
@@ -450,7 +454,7 @@ impl Ctx<'_, '_> {
         }
         let head = schema::head(&self.t.schedule, &self.t.unfinished, &endpoint.id, strict)?;
         self.index.set_endpoint(endpoint, head);
-        Ok(())
+        Ok(true)
     }
 
     /// One step of deleting endpoint `id` and its deliveries, so that no transaction
@@ -514,12 +518,6 @@ impl Ctx<'_, '_> {
         self.index.strict.remove(id.as_str());
         self.t.meta.remove(mark.as_str()).map_err(storage)?;
         Ok(DeleteStep::Done)
-    }
-
-    /// Finishes a deletion of `id` that began and did not end, in this transaction.
-    fn finish_deleting(&mut self, id: &EndpointId) -> Result<()> {
-        while self.delete_endpoint_step(id, false)? == DeleteStep::More {}
-        Ok(())
     }
 
     pub(crate) fn enqueue(
