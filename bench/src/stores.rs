@@ -13,9 +13,10 @@ use std::{
 };
 
 use bytes::Bytes;
+use chrono::Utc;
 use http_body_util::Full;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use webhook_core::{MemoryStore, Store};
+use webhook_core::{Attempt, ClaimRequest, Completion, Finished, MemoryStore, Store};
 use webhook_dispatcher::{Dispatcher, DispatcherConfig, Endpoint, Event, OverflowPolicy};
 
 use crate::{receiver::Receiver, report::Figure};
@@ -43,19 +44,41 @@ pub(crate) async fn run() -> Vec<Figure> {
     let dir = std::env::temp_dir().join(unique("bench-redb"));
     std::fs::create_dir_all(&dir).expect("temp dir");
 
-    let memory = end_to_end(&receiver, Arc::new(MemoryStore::new()), "memory").await;
-    let redb = webhook_store_redb::RedbStore::open(dir.join("bench.redb")).expect("redb");
-    let redb = end_to_end(&receiver, Arc::new(redb), "redb").await;
-    let redis = webhook_store_redis::RedisStore::connect(&redis_url, &unique("bench"))
-        .await
-        .expect("redis");
-    let redis = end_to_end(&receiver, Arc::new(redis), "redis").await;
-    let options = webhook_store_postgres::PostgresOptions::default().with_schema(unique("bench"));
-    let postgres = webhook_store_postgres::PostgresStore::connect_with(&postgres_url, options)
-        .await
-        .expect("postgres");
-    let postgres = end_to_end(&receiver, Arc::new(postgres), "postgres").await;
-    let seed = seed_003(&receiver, &postgres_url).await;
+    // A warm-up (connections, allocator), then two rounds, each on new stores; the
+    // best run of each counts, as in the other benchmarks: the machine is shared, and
+    // the best run is the least disturbed one.
+    end_to_end(
+        &receiver,
+        Arc::new(MemoryStore::new()),
+        "warm-up",
+        EVENTS / 4,
+    )
+    .await;
+    let mut best = [0.0_f64; 6];
+    for round in 0..2 {
+        let memory = end_to_end(&receiver, Arc::new(MemoryStore::new()), "memory", EVENTS).await;
+        let redb = webhook_store_redb::RedbStore::open(dir.join(format!("bench-{round}.redb")))
+            .expect("redb");
+        let redb = end_to_end(&receiver, Arc::new(redb), "redb", EVENTS).await;
+        let redis = webhook_store_redis::RedisStore::connect(&redis_url, &unique("bench"))
+            .await
+            .expect("redis");
+        let redis = end_to_end(&receiver, Arc::new(redis), "redis", EVENTS).await;
+        let options =
+            webhook_store_postgres::PostgresOptions::default().with_schema(unique("bench"));
+        let postgres = webhook_store_postgres::PostgresStore::connect_with(&postgres_url, options)
+            .await
+            .expect("postgres");
+        let postgres = Arc::new(postgres);
+        let postgres_rate = end_to_end(&receiver, postgres.clone(), "postgres", EVENTS).await;
+        let postgres_alone = store_alone(postgres).await;
+        let seed = seed_003(&receiver, &postgres_url).await;
+        let rates = [memory, redb, redis, postgres_rate, postgres_alone, seed];
+        for (best, rate) in best.iter_mut().zip(rates) {
+            *best = best.max(rate);
+        }
+    }
+    let [memory, redb, redis, postgres_rate, postgres_alone, seed] = best;
     let _ = std::fs::remove_dir_all(&dir);
 
     vec![
@@ -64,7 +87,14 @@ pub(crate) async fn run() -> Vec<Figure> {
         Figure::new("redis", redis, "deliv/s", "memory store", memory),
         Figure::new(
             "postgres",
-            postgres,
+            postgres_rate,
+            "deliv/s",
+            "seed 003 design on PostgreSQL",
+            seed,
+        ),
+        Figure::new(
+            "postgres_store_alone",
+            postgres_alone,
             "deliv/s",
             "seed 003 design on PostgreSQL",
             seed,
@@ -72,9 +102,14 @@ pub(crate) async fn run() -> Vec<Figure> {
     ]
 }
 
-/// Dispatches `EVENTS` events from `PRODUCERS` tasks and waits until every delivery is
+/// Dispatches `events` events from `PRODUCERS` tasks and waits until every delivery is
 /// recorded as delivered in the store.
-async fn end_to_end(receiver: &Arc<Receiver>, store: Arc<dyn Store>, name: &str) -> f64 {
+async fn end_to_end(
+    receiver: &Arc<Receiver>,
+    store: Arc<dyn Store>,
+    name: &str,
+    events: u64,
+) -> f64 {
     let config = DispatcherConfig {
         max_in_flight: 256,
         max_in_flight_per_endpoint: 256,
@@ -97,7 +132,7 @@ async fn end_to_end(receiver: &Arc<Receiver>, store: Arc<dyn Store>, name: &str)
             let dispatcher = dispatcher.clone();
             tokio::spawn(async move {
                 let mut i = p;
-                while i < EVENTS {
+                while i < events {
                     let event = Event::new(format!("s{i}"), Bytes::from(format!("{{\"n\":{i}}}")));
                     dispatcher
                         .dispatch(event, vec!["bench".into()])
@@ -112,16 +147,83 @@ async fn end_to_end(receiver: &Arc<Receiver>, store: Arc<dyn Store>, name: &str)
         let _ = t.await;
     }
     let deadline = Instant::now() + Duration::from_secs(300);
-    while dispatcher.metrics().delivered < EVENTS {
+    while dispatcher.metrics().delivered < events {
         assert!(
             Instant::now() < deadline,
             "{name}: deliveries did not finish"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let rate = EVENTS as f64 / start.elapsed().as_secs_f64();
+    let rate = events as f64 / start.elapsed().as_secs_f64();
     dispatcher.shutdown().await;
     rate
+}
+
+/// Deliveries per second `store` alone cycles through, with no HTTP and no engine:
+/// `PRODUCERS` tasks enqueue `EVENTS` events to one endpoint while `CLAIMERS` tasks
+/// claim up to 512 at a time and complete each as delivered. No end-to-end run on the
+/// store can be faster, so this is the ceiling of its end-to-end figure.
+async fn store_alone(store: Arc<dyn Store>) -> f64 {
+    const CLAIMERS: usize = 4;
+    let endpoint = webhook_core::Endpoint::new("alone", "http://127.0.0.1:9/alone");
+    store.put_endpoint(&endpoint).await.expect("endpoint");
+    let completed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut i = p;
+                while i < EVENTS {
+                    let event = Event::new(format!("a{i}"), Bytes::from(format!("{{\"n\":{i}}}")));
+                    store
+                        .enqueue(&event, &["alone".into()], Utc::now())
+                        .await
+                        .expect("enqueue");
+                    i += PRODUCERS;
+                }
+            })
+        })
+        .collect();
+    let claimers: Vec<_> = (0..CLAIMERS)
+        .map(|_| {
+            let (store, completed) = (store.clone(), completed.clone());
+            tokio::spawn(async move {
+                while completed.load(Relaxed) < EVENTS {
+                    let now = Utc::now();
+                    let request = ClaimRequest::new(now, Duration::from_secs(60), 512);
+                    let claimed = store.claim(&request).await.expect("claim");
+                    if claimed.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
+                    let finished: Vec<Finished> = claimed
+                        .into_iter()
+                        .map(|c| Finished {
+                            lease: c.lease,
+                            completion: Completion::Delivered {
+                                attempt: Attempt::response(
+                                    now,
+                                    Duration::from_millis(1),
+                                    200,
+                                    b"ok",
+                                ),
+                            },
+                        })
+                        .collect();
+                    let done = store
+                        .complete(&finished, Utc::now())
+                        .await
+                        .expect("complete");
+                    completed.fetch_add(done.applied as u64, Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in producers.into_iter().chain(claimers) {
+        let _ = t.await;
+    }
+    EVENTS as f64 / start.elapsed().as_secs_f64()
 }
 
 /// The seed 003 design: every event inserted in its own transaction; workers poll one
