@@ -36,6 +36,8 @@ const MAX_COUNT: usize = 1 << 30;
 /// Dead letters replayed or deliveries pruned per script call, so that no single
 /// call blocks Redis for long.
 const BATCH: usize = 500;
+/// Most dead letters one `list_dead` script call looks at.
+const DEAD_SCAN: usize = 2000;
 
 /// Most pooled connections held open and shared by concurrent calls.
 const MAX_SHARED: usize = 4;
@@ -736,14 +738,31 @@ impl Store for RedisStore {
         if query.limit == 0 {
             return Ok(Vec::new());
         }
-        let args = Args::new()
-            .opt(tenant_str(query.tenant.as_ref()))
-            .opt(query.endpoint_id.as_ref().map(EndpointId::as_str))
-            .num(query.limit.min(MAX_COUNT));
-        array(self.eval(&SCRIPTS.list_dead, args).await?)?
-            .into_iter()
-            .map(delivery)
-            .collect()
+        let limit = query.limit.min(MAX_COUNT);
+        let mut found = Vec::new();
+        let (mut after_at, mut after_seq) = (String::new(), String::new());
+        loop {
+            let args = Args::new()
+                .opt(tenant_str(query.tenant.as_ref()))
+                .opt(query.endpoint_id.as_ref().map(EndpointId::as_str))
+                .num(limit - found.len())
+                .str(&after_at)
+                .str(&after_seq)
+                .num(DEAD_SCAN);
+            let mut values = array(self.eval(&SCRIPTS.list_dead, args).await?)?.into_iter();
+            let mut cursor = || {
+                values
+                    .next()
+                    .map_or_else(|| Err(corrupt("no cursor")), text)
+            };
+            (after_at, after_seq) = (cursor()?, cursor()?);
+            for value in values {
+                found.push(delivery(value)?);
+            }
+            if after_at.is_empty() || found.len() >= limit {
+                return Ok(found);
+            }
+        }
     }
 
     async fn replay_dead(&self, key: &IdempotencyKey, now: DateTime<Utc>) -> Result<bool> {

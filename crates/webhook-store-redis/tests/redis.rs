@@ -863,3 +863,103 @@ async fn switching_ordering_rebuilds_the_dispatch_order() {
         .unwrap();
     assert_eq!(stale.lease_lost.len(), 1, "the first lease of e2 is gone");
 }
+
+fn dead(claimed: &webhook_core::Claimed, now: i64) -> webhook_core::Finished {
+    webhook_core::Finished {
+        lease: claimed.lease.clone(),
+        completion: Completion::Dead {
+            attempt: webhook_core::Attempt::response(t(now), Duration::ZERO, 400, b""),
+        },
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_across_script_calls_in_order() {
+    let url = support::redis_url();
+    let cleanup = support::Cleanup::new(&url);
+    let store = store(&cleanup, &url, "deadscan").await;
+    for id in ["many", "few"] {
+        store
+            .put_endpoint(&Endpoint::new(id, "https://example.test/"))
+            .await
+            .unwrap();
+    }
+    // More dead letters than one script call looks at, most of them dying at the same
+    // time (equal scores), with the few of the other endpoint among them.
+    let mut expected = Vec::new();
+    for i in 0..4500 {
+        store
+            .enqueue(&Event::new(format!("e{i}"), "x"), &ids(&["many"]), t(0))
+            .await
+            .unwrap();
+        expected.push(format!("e{i}"));
+        if [1000, 3000, 4400].contains(&i) {
+            let id = format!("f{i}");
+            store
+                .enqueue(&Event::new(id.as_str(), "x"), &ids(&["few"]), t(0))
+                .await
+                .unwrap();
+            expected.push(id);
+        }
+    }
+    let mut claimed = Vec::new();
+    loop {
+        let more = store
+            .claim(&ClaimRequest::new(t(1), LEASE, 5000))
+            .await
+            .unwrap();
+        if more.is_empty() {
+            break;
+        }
+        claimed.extend(more);
+    }
+    assert_eq!(claimed.len(), expected.len());
+    // Half die at t(5), the rest at t(6), each half in creation order.
+    let position = |c: &webhook_core::Claimed| {
+        expected
+            .iter()
+            .position(|e| e.as_str() == c.delivery.key.event_id.as_str())
+            .unwrap()
+    };
+    claimed.sort_by_key(position);
+    let (first, second) = claimed.split_at(2251);
+    for (part, now) in [(first, 5), (second, 6)] {
+        let finished: Vec<_> = part.iter().map(|c| dead(c, now)).collect();
+        assert_eq!(
+            store.complete(&finished, t(now)).await.unwrap().applied,
+            part.len()
+        );
+    }
+
+    let list = |endpoint: Option<&str>, limit: usize| {
+        let store = &store;
+        let query = webhook_core::DeadLetterQuery {
+            endpoint_id: endpoint.map(EndpointId::from),
+            limit,
+            ..Default::default()
+        };
+        async move {
+            store
+                .list_dead(&query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.key.event_id.to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(Some("few"), 10).await, ["f1000", "f3000", "f4400"]);
+    assert_eq!(list(Some("few"), 2).await, ["f1000", "f3000"]);
+    assert_eq!(
+        list(None, 10_000).await,
+        expected,
+        "all, oldest first, once each"
+    );
+    let many: Vec<String> = expected
+        .iter()
+        .filter(|e| e.starts_with('e'))
+        .take(4000)
+        .cloned()
+        .collect();
+    assert_eq!(list(Some("many"), 4000).await, many);
+}
