@@ -617,6 +617,12 @@ impl Store for MemoryStore {
         Ok(count)
     }
 
+    async fn unfinished(&self) -> Result<Option<u64>> {
+        let inner = self.lock();
+        let count: usize = inner.queues.values().map(|q| q.unfinished.len()).sum();
+        Ok(Some(count as u64))
+    }
+
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64> {
         let mut inner = self.lock();
         let slots: Vec<Slot> = inner

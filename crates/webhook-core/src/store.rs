@@ -180,4 +180,13 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes delivered deliveries finished before `before`, their attempts, and events
     /// left with no deliveries. Dead deliveries are kept. Returns deliveries removed.
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// How many deliveries are unfinished (pending or in flight) in the whole store,
+    /// those of every process sharing it included, or `None` when the store cannot
+    /// count them cheaply (the default). A dispatcher asks when its own count says its
+    /// queue is full: that count misses deliveries finished by other processes and
+    /// those removed with their endpoint.
+    async fn unfinished(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }

@@ -60,6 +60,7 @@ where
         prune_removes_old_delivered_work_only,
         pruning_part_of_a_fanout_keeps_the_rest,
         concurrent_claims_never_overlap,
+        unfinished_counts_pending_and_in_flight,
     );
 }
 
@@ -997,6 +998,48 @@ async fn pruning_part_of_a_fanout_keeps_the_rest(store: &impl Store) {
             .unwrap()
             .is_none(),
         "the event goes with its last delivery"
+    );
+}
+
+async fn unfinished_counts_pending_and_in_flight(store: &impl Store) {
+    let count = || async { store.unfinished().await.expect("unfinished") };
+    if count().await.is_none() {
+        return; // The store does not count (allowed).
+    }
+    assert_eq!(count().await, Some(0));
+    setup(store, &["a", "b"]).await;
+    for e in ["e1", "e2"] {
+        store
+            .enqueue(&event(e), &ids(&["a", "b"]), t(0))
+            .await
+            .unwrap();
+    }
+    assert_eq!(count().await, Some(4), "pending");
+    let claimed = claim(store, t(0), 10).await;
+    assert_eq!(count().await, Some(4), "in flight counts");
+    let of_b = claimed
+        .iter()
+        .filter(|c| c.delivery.key.endpoint_id.as_str() == "b");
+    for (done, c) in of_b.enumerate() {
+        let completion = if done == 0 {
+            Completion::Delivered {
+                attempt: ok_attempt(t(1), 200),
+            }
+        } else {
+            Completion::Dead {
+                attempt: ok_attempt(t(1), 400),
+            }
+        };
+        assert!(finish(store, c, completion, t(1)).await);
+    }
+    assert_eq!(count().await, Some(2), "delivered and dead are finished");
+    assert!(store.delete_endpoint(&"a".into()).await.unwrap());
+    assert_eq!(count().await, Some(0), "removed with their endpoint");
+    assert_eq!(store.replay_all_dead(None, t(2)).await.unwrap(), 1);
+    assert_eq!(
+        count().await,
+        Some(1),
+        "a replayed dead letter is pending again"
     );
 }
 

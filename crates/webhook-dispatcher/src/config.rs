@@ -7,6 +7,12 @@ use webhook_core::{CircuitBreakerConfig, RetryPolicy};
 use crate::{DestinationPolicy, TransportConfig};
 
 /// What [`Dispatcher::dispatch`](crate::Dispatcher::dispatch) does when the queue is full.
+///
+/// The queue is full when [`DispatcherConfig::queue_capacity`] deliveries are
+/// unfinished. The dispatcher counts those it accepts and sees finish; when that count
+/// says full it asks the store ([`Store::unfinished`](webhook_core::Store::unfinished),
+/// at most once a second), whose count also covers deliveries finished by other
+/// processes, removed with their endpoint, and accepted by other processes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OverflowPolicy {
     /// Wait until there is room (the safe default).

@@ -76,7 +76,12 @@ struct Shared {
     /// Wakes `dispatch` calls blocked on a full queue.
     room: Notify,
     in_flight: AtomicUsize,
+    /// Deliveries accepted here and not yet seen final here: an upper bound that
+    /// misses those finished by other processes and those removed with their
+    /// endpoint, so it is replaced by the store's count when it says the queue is full.
     queued: AtomicUsize,
+    /// When `queued` was last replaced by the store's count (unix millis).
+    recounted: AtomicI64,
     /// Earliest retry time this process scheduled (unix millis), so claim loops wake for it.
     next_due: AtomicI64,
     accepting: AtomicBool,
@@ -143,6 +148,7 @@ impl Dispatcher {
                 room: Notify::new(),
                 in_flight: AtomicUsize::new(0),
                 queued: AtomicUsize::new(0),
+                recounted: AtomicI64::new(i64::MIN),
                 next_due: AtomicI64::new(i64::MAX),
                 accepting: AtomicBool::new(true),
                 stop_claiming: watch::Sender::new(false),
@@ -523,6 +529,8 @@ impl Shared {
             }
             match self.config.overflow_policy {
                 OverflowPolicy::SpillToStorage => return Ok(()),
+                // This process's count may be stale: ask the store first.
+                _ if self.recount().await => {}
                 OverflowPolicy::Reject => return Err(Error::QueueFull { queued, capacity }),
                 OverflowPolicy::Block => {
                     let room = self.room.notified();
@@ -534,6 +542,33 @@ impl Shared {
                         let _ = tokio::time::timeout(Duration::from_millis(100), room).await;
                     }
                 }
+            }
+        }
+    }
+
+    /// Replaces `queued` by the store's count of unfinished deliveries, at most once a
+    /// second (across callers). Returns whether it did.
+    async fn recount(&self) -> bool {
+        let now = Utc::now().timestamp_millis();
+        let last = self.recounted.load(Relaxed);
+        if now.saturating_sub(last) < 1000
+            || self
+                .recounted
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        match self.store.unfinished().await {
+            Ok(Some(count)) => {
+                self.queued
+                    .store(usize::try_from(count).unwrap_or(usize::MAX), Relaxed);
+                true
+            }
+            Ok(None) => false,
+            Err(_) => {
+                self.store_errors.fetch_add(1, Relaxed);
+                false
             }
         }
     }
@@ -897,7 +932,7 @@ async fn send_one(shared: Arc<Shared>, state: Arc<EndpointState>, claimed: Claim
 async fn send_batch(shared: Arc<Shared>, state: Arc<EndpointState>, batch: Vec<Claimed>) {
     let started = Utc::now();
     let body = batch_body(&batch, started);
-    let batch_id = format!("batch_{}", batch[0].event.id);
+    let batch_id = batch_id(&batch);
     let request = shared.request(&state, &batch_id, body, started.timestamp());
     let outcome = attempt(&shared, &state, &batch_id, request).await;
     if outcome.as_ref().is_some_and(|o| o.status == Some(410)) {
@@ -910,6 +945,27 @@ async fn send_batch(shared: Arc<Shared>, state: Arc<EndpointState>, batch: Vec<C
         };
         shared.finish(state.clone(), claimed, completion);
     }
+}
+
+/// The `webhook-id` of a batch: `batch_` and a digest of its events' ids, in any
+/// order. The same events sent again carry the same id (a duplicate the receiver may
+/// drop); a batch with any other event carries another, so a receiver that drops
+/// duplicate ids never drops events it has not seen (items of a failed batch are
+/// retried on their own schedules and may be batched with new events).
+fn batch_id(batch: &[Claimed]) -> String {
+    let mut ids: Vec<&str> = batch.iter().map(|c| c.event.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for id in ids {
+        digest.update(&(id.len() as u64).to_be_bytes());
+        digest.update(id.as_bytes());
+    }
+    let mut out = String::from("batch_");
+    for byte in &digest.finish().as_ref()[..16] {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
 }
 
 /// A JSON array of Standard Webhooks envelopes; a payload that is not JSON is sent
@@ -1021,6 +1077,45 @@ async fn refresh_loop(shared: std::sync::Weak<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn claimed(event: &str) -> Claimed {
+        let now = Utc::now();
+        let key = IdempotencyKey::new(event.into(), "ep".into(), None);
+        let delivery = Delivery::new(key.clone(), 0, now);
+        Claimed {
+            lease: webhook_core::Lease {
+                key,
+                token: delivery.lease_token,
+                until: now,
+            },
+            delivery,
+            event: Event::new(event, "{}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_id_names_all_of_its_events() {
+        let ids =
+            |events: &[&str]| batch_id(&events.iter().map(|e| claimed(e)).collect::<Vec<_>>());
+        assert_eq!(
+            ids(&["e1", "e2"]),
+            ids(&["e2", "e1"]),
+            "the same events again"
+        );
+        assert_ne!(
+            ids(&["e1", "e2"]),
+            ids(&["e1", "e7", "e8"]),
+            "same first event"
+        );
+        assert_ne!(ids(&["e1", "e2"]), ids(&["e1"]));
+        assert_ne!(
+            ids(&["ab", "c"]),
+            ids(&["a", "bc"]),
+            "ids are not run together"
+        );
+        assert!(ids(&["e1"]).starts_with("batch_"));
+        assert_eq!(ids(&["e1"]).len(), "batch_".len() + 32);
+    }
 
     #[test]
     fn later_saturates_instead_of_overflowing() {

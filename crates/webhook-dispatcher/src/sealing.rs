@@ -494,6 +494,10 @@ impl Store for SealingStore {
     async fn prune(&self, before: DateTime<Utc>) -> webhook_core::Result<u64> {
         self.inner.prune(before).await
     }
+
+    async fn unfinished(&self) -> webhook_core::Result<Option<u64>> {
+        self.inner.unfinished().await
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,9 @@ pub struct Metrics {
     pub attempts: u64,
     /// Requests in flight now.
     pub in_flight: u64,
-    /// Accepted deliveries not yet delivered or dead.
+    /// Accepted deliveries not yet delivered or dead: those this process accepted and
+    /// has not seen finish, replaced by the store's count of unfinished deliveries
+    /// whenever that says the queue is full.
     pub queued: u64,
     /// Median time from dispatch to delivery.
     pub latency_p50: Duration,

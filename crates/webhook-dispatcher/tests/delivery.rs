@@ -562,6 +562,48 @@ async fn overflow_reject_and_spill() {
 }
 
 #[tokio::test]
+async fn a_removed_endpoints_backlog_leaves_the_queue() {
+    let receiver = Receiver::ok().await;
+    for (round, policy) in [OverflowPolicy::Reject, OverflowPolicy::Block]
+        .into_iter()
+        .enumerate()
+    {
+        let dispatcher = Dispatcher::new(DispatcherConfig {
+            shard_count: 1,
+            shard_queue_size: 3,
+            overflow_policy: policy,
+            ..config()
+        });
+        dispatcher
+            .register_endpoint(Endpoint::new("paused", receiver.url()).with_enabled(false))
+            .await
+            .unwrap();
+        for i in 0..3 {
+            dispatcher
+                .dispatch(Event::new(format!("e{i}"), "{}"), vec!["paused".into()])
+                .await
+                .unwrap();
+        }
+        // The queue is full of deliveries that are then removed, never to finish.
+        assert!(dispatcher.remove_endpoint(&"paused".into()).await.unwrap());
+        dispatcher
+            .register_endpoint(Endpoint::new("live", receiver.url()))
+            .await
+            .unwrap();
+        let after = tokio::time::timeout(
+            WAIT,
+            dispatcher.dispatch(Event::new("after", "{}"), vec!["live".into()]),
+        )
+        .await;
+        assert!(
+            matches!(after, Ok(Ok(ref receipt)) if receipt.created == 1),
+            "{policy:?}: {after:?}"
+        );
+        receiver.wait_for(round + 1, WAIT).await;
+    }
+}
+
+#[tokio::test]
 async fn overflow_block_waits_for_room() {
     let receiver = Receiver::start(|_, _| Reply::ok().after(Duration::from_millis(100))).await;
     let dispatcher = Arc::new(Dispatcher::new(DispatcherConfig {

@@ -603,6 +603,17 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn unfinished(&self) -> Result<Option<u64>> {
+        let client = self.client().await?;
+        let statement = self.prepare(&client, &self.sql.unfinished).await?;
+        let row = client
+            .query_one(&statement, &[])
+            .await
+            .map_err(|e| self.db(&e))?;
+        let n: i64 = get(&row, "n")?;
+        Ok(Some(u64::try_from(n).unwrap_or(0)))
+    }
+
     async fn get_delivery(&self, key: &IdempotencyKey) -> Result<Option<DeliveryRecord>> {
         if !storable_key(key) {
             return Ok(None);

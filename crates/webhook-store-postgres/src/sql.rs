@@ -312,6 +312,10 @@ WHERE state = 'dead' AND tenant = $2";
 
 /// Deletes up to `$2` delivered deliveries finished before `$1` (attempts cascade) and
 /// locks their events; [`DELETE_ORPHAN_EVENTS`] follows in the same transaction.
+/// Served by the partial index of unfinished deliveries.
+const UNFINISHED: &str =
+    "SELECT count(*) AS n FROM {s}.deliveries WHERE state IN ('pending', 'in_flight')";
+
 const PRUNE: &str = "\
 WITH gone AS (
     DELETE FROM {s}.deliveries WHERE seq IN (
@@ -348,6 +352,7 @@ pub(crate) struct Sql {
     pub(crate) replay_all_dead: String,
     pub(crate) replay_all_tenant_dead: String,
     pub(crate) prune: String,
+    pub(crate) unfinished: String,
 }
 
 impl Sql {
@@ -394,6 +399,7 @@ impl Sql {
             replay_all_dead: s(REPLAY_ALL_DEAD),
             replay_all_tenant_dead: s(REPLAY_ALL_TENANT_DEAD),
             prune: s(PRUNE),
+            unfinished: s(UNFINISHED),
         }
     }
 }

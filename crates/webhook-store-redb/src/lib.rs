@@ -509,6 +509,19 @@ impl Store for RedbStore {
             }
         }
     }
+
+    /// The length of the schedule, which holds every unfinished delivery (redb keeps
+    /// table lengths, so this reads no entries).
+    async fn unfinished(&self) -> Result<Option<u64>> {
+        self.read(|txn| {
+            use redb::ReadableTableMetadata as _;
+            table(txn, schema::SCHEDULE)?
+                .len()
+                .map(Some)
+                .map_err(storage)
+        })
+        .await
+    }
 }
 
 fn decode_claims(raw: RawClaims) -> Result<Vec<Claimed>> {

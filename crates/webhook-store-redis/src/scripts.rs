@@ -21,6 +21,7 @@ pub(crate) struct Scripts {
     pub(crate) replay_one: Script,
     pub(crate) replay_batch: Script,
     pub(crate) prune_batch: Script,
+    pub(crate) unfinished: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -40,4 +41,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     replay_one: script(include_str!("lua/replay_one.lua")),
     replay_batch: script(include_str!("lua/replay_batch.lua")),
     prune_batch: script(include_str!("lua/prune_batch.lua")),
+    unfinished: script(include_str!("lua/unfinished.lua")),
 });

@@ -807,4 +807,9 @@ impl Store for RedisStore {
             }
         }
     }
+
+    async fn unfinished(&self) -> Result<Option<u64>> {
+        let count = int(self.eval(&SCRIPTS.unfinished, Args::new()).await?)?;
+        u64::try_from(count).map(Some).map_err(corrupt)
+    }
 }
