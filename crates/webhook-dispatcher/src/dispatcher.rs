@@ -688,9 +688,13 @@ impl Shared {
     }
 
     /// Disables an endpoint that answered 410 Gone.
+    /// Disables the endpoint whose URL answered 410, as it is stored now: an endpoint
+    /// changed meanwhile to another URL (or removed, or disabled) is left as it is.
     async fn disable(&self, state: &EndpointState, at: DateTime<Utc>) {
-        let mut endpoint = state.endpoint.clone();
-        if !endpoint.enabled {
+        let Ok(Some(mut endpoint)) = self.store.get_endpoint(&state.endpoint.id).await else {
+            return;
+        };
+        if !endpoint.enabled || endpoint.url != state.endpoint.url {
             return;
         }
         endpoint.enabled = false;

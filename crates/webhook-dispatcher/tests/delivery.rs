@@ -238,6 +238,37 @@ async fn gone_410_disables_the_endpoint() {
 }
 
 #[tokio::test]
+async fn a_late_410_leaves_an_endpoint_moved_meanwhile_alone() {
+    let old = Receiver::start(|_, _| Reply::status(410).after(Duration::from_millis(300))).await;
+    let new = Receiver::ok().await;
+    let dispatcher = Dispatcher::new(config());
+    dispatcher
+        .register_endpoint(Endpoint::new("a", old.url()))
+        .await
+        .unwrap();
+    dispatcher
+        .dispatch(Event::new("e1", "{}"), vec!["a".into()])
+        .await
+        .unwrap();
+    old.wait_for(1, WAIT).await;
+    // The user moves the endpoint while the old URL is answering.
+    dispatcher
+        .register_endpoint(Endpoint::new("a", new.url()))
+        .await
+        .unwrap();
+    let record = final_state(&dispatcher, &key("e1", "a")).await;
+    assert!(matches!(record.delivery.state, DeliveryState::Dead { .. }));
+    let stored = dispatcher.endpoint(&"a".into()).await.unwrap().unwrap();
+    assert!(stored.enabled, "{stored:?}");
+    assert_eq!(stored.url, new.url());
+    dispatcher
+        .dispatch(Event::new("e2", "{}"), vec!["a".into()])
+        .await
+        .unwrap();
+    new.wait_for(1, WAIT).await;
+}
+
+#[tokio::test]
 async fn retry_after_on_429_is_honoured() {
     let receiver = Receiver::start(|_, n| {
         if n == 0 {
