@@ -86,6 +86,7 @@ pub enum Ordering {
 
 /// Several events sent in one request, as a signed JSON array of envelopes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Batching {
     /// Most events in one request.
     pub max_events: u32,
@@ -106,6 +107,7 @@ pub enum ContentEncoding {
 
 /// Compress request bodies of at least `min_size` bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Compression {
     /// The encoding to use.
     pub encoding: ContentEncoding,
@@ -116,8 +118,9 @@ pub struct Compression {
 /// Where webhooks go and how they are delivered there.
 ///
 /// Built with [`Endpoint::new`] and the `with_*` methods; checked by
-/// [`Endpoint::validate`] when it is registered.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// [`Endpoint::validate`] when it is registered. Its `Debug` output shows the names
+/// of custom headers, not their values (they often carry credentials), and no secret.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// Unique id.
     pub id: EndpointId,
@@ -531,9 +534,64 @@ mod opt_duration_str {
     }
 }
 
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            id,
+            url,
+            secret,
+            tenant_id,
+            event_types,
+            headers,
+            rate_limit,
+            retry_policy,
+            circuit_breaker,
+            timeout,
+            max_in_flight,
+            enabled,
+            disabled_reason,
+            signature_scheme,
+            batching,
+            ordering,
+            compression,
+        } = self;
+        let header_names: Vec<&str> = headers.keys().map(String::as_str).collect();
+        f.debug_struct("Endpoint")
+            .field("id", id)
+            .field("url", url)
+            .field("secret", secret)
+            .field("tenant_id", tenant_id)
+            .field("event_types", event_types)
+            .field("headers", &header_names)
+            .field("rate_limit", rate_limit)
+            .field("retry_policy", retry_policy)
+            .field("circuit_breaker", circuit_breaker)
+            .field("timeout", timeout)
+            .field("max_in_flight", max_in_flight)
+            .field("enabled", enabled)
+            .field("disabled_reason", disabled_reason)
+            .field("signature_scheme", signature_scheme)
+            .field("batching", batching)
+            .field("ordering", ordering)
+            .field("compression", compression)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_header_names_not_values() {
+        let endpoint = Endpoint::new("a", "https://example.test/")
+            .with_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .with_header("Authorization", "Bearer tok_live_s3cret");
+        let shown = format!("{endpoint:?}");
+        assert!(shown.contains("Authorization"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("MfKQ9r8"), "{shown}");
+    }
 
     #[test]
     fn seed_builder_compiles_and_validates() {

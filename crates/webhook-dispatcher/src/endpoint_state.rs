@@ -53,8 +53,11 @@ impl EndpointState {
             .map(|(name, value)| {
                 let name =
                     HeaderName::try_from(name.as_str()).map_err(|e| invalid_header(name, &e))?;
-                let value = HeaderValue::try_from(value.as_str())
+                let mut value = HeaderValue::try_from(value.as_str())
                     .map_err(|e| invalid_header(name.as_str(), &e))?;
+                // Kept out of `Debug` output (and HTTP/2 header compression tables):
+                // custom headers often carry credentials.
+                value.set_sensitive(true);
                 Ok((name, value))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -163,5 +166,23 @@ fn invalid_header(name: &str, e: &dyn std::fmt::Display) -> Error {
     Error::Invalid {
         field: "headers",
         message: format!("{name:?}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_keeps_header_values_and_secrets_out() {
+        let endpoint = Endpoint::new("a", "https://example.test/")
+            .with_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .with_header("Authorization", "Bearer tok_live_s3cret");
+        let state = EndpointState::new(endpoint, &DispatcherConfig::default(), Instant::now())
+            .expect("valid endpoint");
+        let shown = format!("{state:?}");
+        assert!(shown.contains("authorization"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("MfKQ9r8"), "{shown}");
     }
 }

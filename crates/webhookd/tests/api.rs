@@ -320,6 +320,14 @@ async fn bad_requests_get_the_right_status_and_change_nothing() {
             "timeout",
         ),
         (
+            json!({"url": "https://example.com", "batching": {"max_events": 10, "max_wait": "1s", "max_bytes": 9}}),
+            "batching.max_bytes",
+        ),
+        (
+            json!({"url": "https://example.com", "compression": {"encoding": "gzip", "min_size": 1, "level": 9}}),
+            "compression.level",
+        ),
+        (
             json!({"url": "https://example.com", "headers": {"bad name": "v"}}),
             "headers",
         ),
