@@ -99,7 +99,8 @@ impl std::fmt::Debug for TenantToken {
 /// Parses `TENANT=TOKEN`.
 ///
 /// # Errors
-/// A message when either side is empty or the tenant is not a valid id.
+/// A message when either side is empty or the tenant is not a valid id. Whitespace
+/// around the token is dropped (a bearer token in a header cannot carry it).
 pub fn parse_tenant_token(s: &str) -> Result<TenantToken, String> {
     let (tenant, token) = s
         .split_once('=')
@@ -110,6 +111,7 @@ pub fn parse_tenant_token(s: &str) -> Result<TenantToken, String> {
             "tenant {tenant:?} must be 1 to 256 characters of A-Z a-z 0-9 - _ . : ~"
         ));
     }
+    let token = token.trim();
     if token.is_empty() {
         return Err(format!("the token of tenant {tenant:?} is empty"));
     }

@@ -202,12 +202,23 @@ impl Settings {
         let mut settings = Self::new(&args.data_dir);
         settings.store = StoreSpec::from_value(store_value);
         settings.store_namespace = args.store_namespace.clone().filter(|n| !n.is_empty());
-        settings.api_token = args.api_token.clone().filter(|t| !t.is_empty());
+        settings.api_token = match args.api_token.as_deref().map(str::trim) {
+            None => None,
+            Some("") => {
+                return Err(
+                    "--api-token (WEBHOOKD_API_TOKEN) is set but empty: unset it to \
+                            run without authentication"
+                        .to_owned(),
+                );
+            }
+            Some(token) => Some(token.to_owned()),
+        };
         settings.tenant_tokens = args
             .tenant_tokens
             .iter()
             .map(|t| (t.tenant.clone(), t.token.clone()))
             .collect();
+        check_distinct_tokens(settings.api_token.as_deref(), &settings.tenant_tokens)?;
         settings.allow_private_destinations = args.allow_private_destinations;
         if args.max_body_bytes == 0 {
             return Err("--max-body-bytes must be at least 1".to_owned());
@@ -265,9 +276,57 @@ pub fn retry_policy(backoff_base: Option<Duration>, max_attempts: Option<u32>) -
     }
 }
 
+/// Refuses a token given twice: one token for two tenants, or a tenant token equal to
+/// the admin token, would make a caller someone else than intended.
+fn check_distinct_tokens(
+    admin: Option<&str>,
+    tenants: &[(TenantId, String)],
+) -> Result<(), String> {
+    for (i, (tenant, token)) in tenants.iter().enumerate() {
+        if admin == Some(token.as_str()) {
+            return Err(format!(
+                "the token of tenant {tenant:?} is the admin token (--api-token)"
+            ));
+        }
+        if let Some((other, _)) = tenants[..i].iter().find(|(_, t)| t == token) {
+            return Err(format!(
+                "tenants {other:?} and {tenant:?} have the same token"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_must_be_distinct_and_not_empty() {
+        use clap::Parser as _;
+        let settings = |args: &[&str]| {
+            let cli = crate::cli::Cli::try_parse_from(
+                std::iter::once("webhookd").chain(args.iter().copied()),
+            )
+            .expect("flags parse");
+            Settings::from_args(&cli.serve)
+        };
+        let err = settings(&["--api-token", "T", "--tenant-token", "acme=T"]).unwrap_err();
+        assert!(
+            err.contains("admin token") && !err.contains("\"T\""),
+            "{err}"
+        );
+        let err = settings(&["--tenant-token", "acme=X,globex=X"]).unwrap_err();
+        assert!(err.contains("acme") && err.contains("globex"), "{err}");
+        let err = settings(&["--api-token", " "]).unwrap_err();
+        assert!(err.contains("empty"), "{err}");
+        let ok = settings(&["--api-token", "A", "--tenant-token", "acme=t1 ,globex=t2"]).unwrap();
+        assert_eq!(
+            ok.tenant_tokens[0].1, "t1",
+            "whitespace around a token is dropped"
+        );
+        assert!(ok.api_token.is_some());
+    }
 
     #[test]
     fn store_is_chosen_by_url_scheme() {
