@@ -222,6 +222,16 @@ fn operation(op: Op, path: &str) -> Value {
         .map(|(code, v)| (code.to_owned(), v))
         .collect();
     let mut v = json!({ "operationId": op.operation_id(), "summary": summary });
+    if !extra.is_empty() {
+        responses.entry("422").or_insert_with(|| {
+            error("An unknown or invalid query parameter (or, for a tenant token, `tenant` naming another tenant); `error.field` names it.")
+        });
+    }
+    if op.authenticated() && op != Op::Metrics {
+        responses
+            .entry("503")
+            .or_insert_with(|| error("The store is unavailable; retry."));
+    }
     let mut parameters = path_params(path);
     parameters.extend(extra);
     if !parameters.is_empty() {

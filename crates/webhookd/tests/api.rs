@@ -802,6 +802,26 @@ async fn openapi_describes_exactly_the_routes_of_the_router() {
         assert!(ids.insert(op["operationId"].as_str().unwrap().to_owned()));
         assert!(op["summary"].is_string());
         assert!(op["responses"].as_object().is_some_and(|m| !m.is_empty()));
+        // Statuses every such route can answer are documented.
+        if op["parameters"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"))
+        {
+            assert!(
+                op["responses"]["422"].is_object(),
+                "{} {} lacks 422",
+                r.method,
+                r.path
+            );
+        }
+        if !matches!(r.path, "/healthz" | "/openapi.json" | "/metrics") {
+            assert!(
+                op["responses"]["503"].is_object(),
+                "{} {} lacks 503",
+                r.method,
+                r.path
+            );
+        }
         for name in r
             .path
             .split('/')
