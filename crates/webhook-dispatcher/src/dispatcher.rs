@@ -581,11 +581,7 @@ impl Shared {
         let mut limits = HashMap::new();
         let mut longest = self.config.request_timeout;
         for state in self.read_endpoints().values() {
-            let batch_wait = state
-                .endpoint
-                .batching
-                .map_or(Duration::ZERO, |b| b.max_wait);
-            longest = longest.max(state.timeout + batch_wait);
+            longest = longest.max(state.longest_hold());
             let mut room = state.room(now);
             if let Some(bucket) = state
                 .endpoint
@@ -853,6 +849,17 @@ async fn start_delivery(shared: &Arc<Shared>, claimed: Claimed) {
         return;
     };
     state.in_flight.fetch_add(1, Relaxed);
+    // The lease was sized for the endpoints cached at the claim; one loaded since
+    // (another process created it) may need longer. Claimed again at once, it gets a
+    // lease sized for it: no attempt may outlive its lease (another claim would send
+    // the delivery again meanwhile).
+    let left = (claimed.lease.until - Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    if state.longest_hold() >= left {
+        shared.finish(state, &claimed, Completion::Defer { until: Utc::now() });
+        return;
+    }
     let now = Instant::now();
     let admitted = state.admit(now).and_then(|()| {
         shared

@@ -40,6 +40,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl EndpointState {
+    /// The longest a claimed delivery of this endpoint is held before its result: the
+    /// batch wait, then the request timeout.
+    pub(crate) fn longest_hold(&self) -> Duration {
+        self.timeout
+            + self
+                .endpoint
+                .batching
+                .map_or(Duration::ZERO, |b| b.max_wait)
+    }
+
     pub(crate) fn new(endpoint: Endpoint, config: &DispatcherConfig, now: Instant) -> Result<Self> {
         endpoint.validate()?;
         let filter = EventTypeFilter::new(&endpoint.event_types)?;

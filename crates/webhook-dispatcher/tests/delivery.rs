@@ -269,6 +269,51 @@ async fn a_late_410_leaves_an_endpoint_moved_meanwhile_alone() {
 }
 
 #[tokio::test]
+async fn an_endpoint_created_by_another_process_gets_a_lease_longer_than_its_timeout() {
+    let receiver = Receiver::start(|_, _| Reply::ok().after(Duration::from_millis(500))).await;
+    let store = Arc::new(MemoryStore::new());
+    // This process caches no endpoint yet: its leases are sized for its 2 s default.
+    let dispatcher = Dispatcher::new_with_storage(config(), store.clone()).await;
+    // Another process creates an endpoint with a long timeout and dispatches to it.
+    store
+        .put_endpoint(&Endpoint::new("slow", receiver.url()).with_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    store
+        .enqueue(
+            &Event::new("e1", "{}"),
+            &["slow".into()],
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    receiver.wait_for(1, WAIT).await;
+    let record = dispatcher
+        .delivery_status(&key("e1", "slow"))
+        .await
+        .unwrap()
+        .unwrap();
+    let DeliveryState::InFlight { lease_until } = record.delivery.state else {
+        panic!("in flight while the receiver answers: {record:?}");
+    };
+    assert!(
+        lease_until > chrono::Utc::now() + chrono::Duration::seconds(60),
+        "the lease outlasts the 60 s timeout: {lease_until}"
+    );
+    let record = final_state(&dispatcher, &key("e1", "slow")).await;
+    assert!(matches!(
+        record.delivery.state,
+        DeliveryState::Delivered { .. }
+    ));
+    assert_eq!(
+        record.attempts.len(),
+        1,
+        "deferred, not attempted, with the short lease"
+    );
+    assert_eq!(receiver.count(), 1);
+}
+
+#[tokio::test]
 async fn retry_after_on_429_is_honoured() {
     let receiver = Receiver::start(|_, n| {
         if n == 0 {
