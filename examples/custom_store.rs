@@ -77,6 +77,11 @@ impl Store for CountingStore {
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64> {
         self.inner.prune(before).await
     }
+    // Optional (the default says "cannot count"), but a dispatcher's overflow policy
+    // is only exact with it when processes share the store or endpoints are removed.
+    async fn unfinished(&self) -> Result<Option<u64>> {
+        self.inner.unfinished().await
+    }
 }
 
 #[tokio::main]
