@@ -683,7 +683,6 @@ impl Shared {
         }
     }
 
-    /// Disables an endpoint that answered 410 Gone.
     /// Disables the endpoint whose URL answered 410, as it is stored now: an endpoint
     /// changed meanwhile to another URL (or removed, or disabled) is left as it is.
     async fn disable(&self, state: &EndpointState, at: DateTime<Utc>) {
