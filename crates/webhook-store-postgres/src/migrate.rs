@@ -54,7 +54,15 @@ pub(crate) async fn run(
     redactor: &Redactor,
 ) -> Result<Vec<i32>> {
     let db = |e: tokio_postgres::Error| redactor.db(&e);
-    let tx = client.transaction().await.map_err(db)?;
+    // READ COMMITTED whatever the database's default: each statement after the lock
+    // then sees what the process that held it before committed (under REPEATABLE READ
+    // the snapshot would predate the wait, and the migrations would run twice).
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await
+        .map_err(db)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(schema)])
         .await
         .map_err(db)?;

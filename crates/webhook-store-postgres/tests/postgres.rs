@@ -27,8 +27,23 @@ async fn scalar(store: &PostgresStore, sql: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_start_ups_apply_each_migration_once() {
     let schemas = Schemas::new();
+    concurrent_start_ups(&schemas, schemas.url()).await;
+    // Also where the database's default isolation is stricter than READ COMMITTED.
+    let separator = if schemas.url().contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let strict = format!(
+        "{}{separator}options=-c%20default_transaction_isolation%3Dserializable",
+        schemas.url()
+    );
+    concurrent_start_ups(&schemas, &strict).await;
+}
+
+async fn concurrent_start_ups(schemas: &Schemas, url: &str) {
     let schema = schemas.name();
-    let url = schemas.url().to_owned();
+    let url = url.to_owned();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..4 {
         let (url, schema) = (url.clone(), schema.clone());
