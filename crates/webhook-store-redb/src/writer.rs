@@ -1108,6 +1108,9 @@ pub(crate) struct Writer {
     closing: Arc<AtomicBool>,
     lazy_commits: u32,
     last_durable: Instant,
+    /// The claim index may not match the tables: a transaction was aborted and the
+    /// index could not be reloaded. No job runs until a reload succeeds.
+    stale: bool,
 }
 
 /// Most commits in a row without fsync.
@@ -1131,6 +1134,7 @@ impl Writer {
             closing,
             lazy_commits: 0,
             last_durable: Instant::now(),
+            stale: false,
         }
     }
 
@@ -1192,6 +1196,14 @@ impl Writer {
     }
 
     fn try_batch(&mut self, jobs: &mut [Job]) -> Outcome {
+        if self.stale {
+            self.reload_index();
+            if self.stale {
+                return Outcome::Failed(Error::Unavailable(
+                    "the claim index cannot be reloaded after an aborted write".into(),
+                ));
+            }
+        }
         let mut txn = match self.db.begin_write() {
             Ok(txn) => txn,
             Err(e) => return Outcome::Failed(storage(e)),
@@ -1242,12 +1254,18 @@ impl Writer {
 
     /// Rebuilds the claim index from the committed tables after an abort. Counters
     /// never go back, so an aborted batch leaves gaps, not reused numbers.
+    /// Until that succeeds, the index is stale (it may hold changes of the aborted
+    /// transaction) and jobs fail instead of running on it.
     fn reload_index(&mut self) {
-        if let Ok(mut index) = Index::load(&self.db) {
-            index.cursor = self.index.cursor.take();
-            index.next_seq = index.next_seq.max(self.index.next_seq);
-            index.next_event = index.next_event.max(self.index.next_event);
-            self.index = index;
+        match Index::load(&self.db) {
+            Ok(mut index) => {
+                index.cursor = self.index.cursor.take();
+                index.next_seq = index.next_seq.max(self.index.next_seq);
+                index.next_event = index.next_event.max(self.index.next_event);
+                self.index = index;
+                self.stale = false;
+            }
+            Err(_) => self.stale = true,
         }
     }
 }
