@@ -646,13 +646,22 @@ fn event_ids(claimed: &[webhook_core::Claimed]) -> Vec<String> {
         .collect()
 }
 
-fn delivered(claimed: &webhook_core::Claimed, now: i64) -> webhook_core::Finished {
+/// `claimed` ended as `completion`.
+fn finished(claimed: &webhook_core::Claimed, completion: Completion) -> webhook_core::Finished {
     webhook_core::Finished {
         lease: claimed.lease.clone(),
-        completion: Completion::Delivered {
-            attempt: webhook_core::Attempt::response(t(now), Duration::ZERO, 200, b""),
-        },
+        completion,
     }
+}
+
+/// An answer with `status` at `now`.
+fn answer(now: i64, status: u16) -> webhook_core::Attempt {
+    webhook_core::Attempt::response(t(now), Duration::ZERO, status, b"")
+}
+
+fn delivered(claimed: &webhook_core::Claimed, now: i64) -> webhook_core::Finished {
+    let attempt = answer(now, 200);
+    finished(claimed, Completion::Delivered { attempt })
 }
 
 #[tokio::test]
@@ -865,12 +874,8 @@ async fn switching_ordering_rebuilds_the_dispatch_order() {
 }
 
 fn dead(claimed: &webhook_core::Claimed, now: i64) -> webhook_core::Finished {
-    webhook_core::Finished {
-        lease: claimed.lease.clone(),
-        completion: Completion::Dead {
-            attempt: webhook_core::Attempt::response(t(now), Duration::ZERO, 400, b""),
-        },
-    }
+    let attempt = answer(now, 400);
+    finished(claimed, Completion::Dead { attempt })
 }
 
 #[tokio::test]
