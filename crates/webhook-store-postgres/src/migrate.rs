@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "priority",
         sql: include_str!("../migrations/0002_priority.sql"),
     },
+    Migration {
+        version: 3,
+        name: "in_flight",
+        sql: include_str!("../migrations/0003_in_flight.sql"),
+    },
 ];
 
 /// The schema version this build expects: the last of [`MIGRATIONS`].

@@ -148,8 +148,9 @@ ORDER BY c.call";
 /// - `picked`: for each endpoint in that order, its due deliveries, highest priority
 ///   first, then oldest due first, then in creation order,
 ///   locked with `FOR UPDATE SKIP LOCKED` so concurrent claimers take disjoint rows. A
-///   strict endpoint offers only its oldest unfinished delivery, and only when that one
-///   is claimable (`claimable_at` is NULL once final, so `claimable_at <= $1` is the
+///   strict endpoint offers only its oldest unfinished delivery, only while none of its
+///   others is in flight under a live lease (concurrent enqueues may commit out of seq
+///   order; `deliveries_in_flight` finds them), and only when that one is claimable (`claimable_at` is NULL once final, so `claimable_at <= $1` is the
 ///   whole check, and it leaves the planner only the primary key for that lookup). The
 ///   nested loop stops as soon as `LIMIT $6` rows are found, so only
 ///   the rows handed out are locked.
@@ -186,6 +187,10 @@ WITH overrides AS (
                     WHERE f.endpoint_id = ep.id AND f.state IN ('pending', 'in_flight')
                     ORDER BY f.seq LIMIT 1)
               AND d.claimable_at <= $1
+              AND NOT EXISTS (
+                    SELECT 1 FROM {s}.deliveries x
+                    WHERE x.endpoint_id = ep.id AND x.state = 'in_flight'
+                      AND x.claimable_at > $1 AND x.seq <> d.seq)
             FOR UPDATE SKIP LOCKED
         ) h
     ) c

@@ -202,6 +202,47 @@ async fn an_expired_lease_moves_to_another_store() {
     assert!(current.lease_lost.is_empty());
 }
 
+/// Concurrent enqueues take their seqs in one order and may commit in the other: a
+/// claim can then find a strict endpoint's later delivery in flight and an earlier one
+/// pending. That earlier one waits until the endpoint has nothing in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_strict_endpoint_never_has_two_deliveries_in_flight() {
+    let schemas = Schemas::new();
+    let store = schemas.store().await;
+    store
+        .put_endpoint(&Endpoint::new("s", "https://example.test/s").with_ordering(Ordering::Strict))
+        .await
+        .unwrap();
+    for e in ["e1", "e2"] {
+        store
+            .enqueue(&Event::new(e, "{}"), &ids(&["s"]), t(0))
+            .await
+            .unwrap();
+    }
+    // The state that race leaves: e2 (the later seq) in flight, e1 pending.
+    let client = store.pool().get().await.unwrap();
+    let sql = "UPDATE {s}.deliveries d SET state = 'in_flight', claimable_at = $1 \
+               FROM {s}.events e WHERE e.seq = d.event_seq AND e.id = 'e2'"
+        .replace("{s}", &format!("\"{}\"", store.schema()));
+    assert_eq!(client.execute(&sql, &[&t(30)]).await.unwrap(), 1);
+    drop(client);
+    assert!(
+        store
+            .claim(&ClaimRequest::new(t(1), LEASE, 10))
+            .await
+            .unwrap()
+            .is_empty(),
+        "e1 waits while e2 is in flight"
+    );
+    // Once e2's lease has run out, the head (e1) goes first.
+    let claimed = store
+        .claim(&ClaimRequest::new(t(31), LEASE, 10))
+        .await
+        .unwrap();
+    let events: Vec<&str> = claimed.iter().map(|c| c.event.id.as_str()).collect();
+    assert_eq!(events, ["e1"]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_layout_and_batched_completion() {
     let schemas = Schemas::new();
