@@ -161,8 +161,8 @@ async fn end_to_end(
 
 /// Deliveries per second `store` alone cycles through, with no HTTP and no engine:
 /// `PRODUCERS` tasks enqueue `EVENTS` events to one endpoint while `CLAIMERS` tasks
-/// claim up to 512 at a time and complete each as delivered. No end-to-end run on the
-/// store can be faster, so this is the ceiling of its end-to-end figure.
+/// claim up to 512 at a time and complete each as delivered. When this is no faster
+/// than the end-to-end figure, the store, not HTTP or the engine, bounds that figure.
 async fn store_alone(store: Arc<dyn Store>) -> f64 {
     const CLAIMERS: usize = 4;
     let endpoint = webhook_core::Endpoint::new("alone", "http://127.0.0.1:9/alone");
