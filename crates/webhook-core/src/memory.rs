@@ -456,6 +456,10 @@ impl Store for MemoryStore {
             return Ok(result);
         }
         let mut event_slot = existing_event;
+        // Deliveries take the event's priority: the stored event's when it exists.
+        let priority = existing_event
+            .and_then(|slot| inner.events.get(slot))
+            .map_or(event.priority, |stored| stored.event.priority);
         for id in new_endpoints {
             let key = IdempotencyKey::new(event.id.clone(), id.clone(), event.tenant_id.clone());
             let seq = inner.next_seq;
@@ -463,7 +467,7 @@ impl Store for MemoryStore {
             // The event's slot is only known once its first delivery exists.
             let placeholder = event_slot.unwrap_or(Slot::MAX);
             let slot = inner.deliveries.insert(Stored {
-                delivery: Delivery::new(key, event.priority, now),
+                delivery: Delivery::new(key, priority, now),
                 seq,
                 event: placeholder,
                 attempts: Vec::new(),

@@ -55,6 +55,7 @@ where
         strict_ordering_holds_back_later_deliveries,
         switching_ordering_keeps_dispatch_order,
         higher_priority_goes_first_within_an_endpoint,
+        an_event_sent_again_keeps_its_priority,
         deleting_an_endpoint_drops_its_deliveries,
         a_lease_on_a_deleted_delivery_does_not_hold_its_successor,
         prune_removes_old_delivered_work_only,
@@ -844,6 +845,36 @@ async fn higher_priority_goes_first_within_an_endpoint(store: &impl Store) {
         .map(|c| c.delivery.key.event_id.to_string())
         .collect();
     assert_eq!(rest, ["low1", "low2"], "equal priorities in due order");
+}
+
+async fn an_event_sent_again_keeps_its_priority(store: &impl Store) {
+    setup(store, &["a", "b"]).await;
+    store
+        .enqueue(&event("e1").with_priority(1), &ids(&["a"]), t(0))
+        .await
+        .unwrap();
+    // The same event again, to another endpoint, with another priority: it is the
+    // stored event (payload and priority) that is delivered there.
+    store
+        .enqueue(&event("e1").with_priority(9), &ids(&["b"]), t(0))
+        .await
+        .unwrap();
+    store
+        .enqueue(&event("e2").with_priority(5), &ids(&["b"]), t(0))
+        .await
+        .unwrap();
+    let record = store.get_delivery(&key("e1", "b")).await.unwrap().unwrap();
+    assert_eq!(record.delivery.priority, 1);
+    let mut request = ClaimRequest::new(t(1), LEASE, 10);
+    request.endpoint_limits.insert("a".into(), 0);
+    let order: Vec<_> = store
+        .claim(&request)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.delivery.key.event_id.to_string())
+        .collect();
+    assert_eq!(order, ["e2", "e1"], "e1 goes at its stored priority, 1");
 }
 
 async fn deleting_an_endpoint_drops_its_deliveries(store: &impl Store) {

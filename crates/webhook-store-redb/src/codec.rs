@@ -332,6 +332,17 @@ pub(crate) fn delivery_owner(buf: &[u8]) -> Result<(Option<&str>, &str)> {
     Ok((tenant, endpoint))
 }
 
+/// Only the priority of an event record, without reading its payload.
+pub(crate) fn event_priority(buf: &[u8]) -> Result<i16> {
+    let mut r = R::new(buf, "event")?;
+    r.u8()?;
+    r.opt_str()?;
+    r.str()?;
+    r.opt_str()?;
+    r.time()?;
+    r.i16()
+}
+
 /// Only the priority of a delivery record, without a full decode.
 pub(crate) fn delivery_priority(buf: &[u8]) -> Result<i16> {
     let mut r = R::new(buf, "delivery")?;

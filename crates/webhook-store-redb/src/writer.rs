@@ -569,8 +569,15 @@ impl Ctx<'_, '_> {
             .get(event.key.as_slice())
             .map_err(storage)?
             .map(|g| g.value());
-        let event_seq = match existing {
-            Some(seq) => seq,
+        // Deliveries take the event's priority: the stored event's when it exists.
+        let (event_seq, priority) = match existing {
+            Some(seq) => {
+                let stored =
+                    self.t.events.get(seq).map_err(storage)?.ok_or_else(|| {
+                        codec::corrupt(format!("event {seq} is indexed but missing"))
+                    })?;
+                (seq, codec::event_priority(stored.value())?)
+            }
             None => {
                 let seq = self.index.next_event;
                 self.index.next_event += 1;
@@ -582,13 +589,13 @@ impl Ctx<'_, '_> {
                     .event_ids
                     .insert(event.key.as_slice(), seq)
                     .map_err(storage)?;
-                seq
+                (seq, event.priority)
             }
         };
         for (key, raw_key) in created {
             let seq = self.index.next_seq;
             self.index.next_seq += 1;
-            let delivery = Delivery::new(key, event.priority, now);
+            let delivery = Delivery::new(key, priority, now);
             let endpoint = delivery.key.endpoint_id.as_str();
             self.save(seq, event_seq, &delivery)?;
             self.t

@@ -33,6 +33,7 @@ end
 -- event's seqs (first its eseq, then its delivery seqs) and dkey -> seq.
 local known_ekeys, known_dkeys = {}, {}
 local ekey_seqs, ekey_order = {}, {} -- ekeys the call writes, in first-use order
+local ekey_prio = {}                 -- ekey -> the event's priority (as stored)
 local dkey_list = {}                 -- flat field/value list for K_DKEYS
 local records = {}                   -- flat key/value list for MSET
 local idx, idx_order = {}, {}        -- endpoint id -> its new index entries
@@ -93,6 +94,7 @@ local function enqueue(o)
   end
   if n > 1 then seen = {} end
   if created == 0 then return 'ok', 0, existing end
+  -- Deliveries take the event's priority: the stored event's when it exists.
   local seqs = ekey_seqs[ekey]
   local eseq
   if seqs then
@@ -101,7 +103,12 @@ local function enqueue(o)
     local stored = known_ekeys[ekey]
     if stored then
       eseq = string.sub(stored, 1, 16)
+      -- The event record's priority field ([18..23], '%06d'); a record gone
+      -- missing (see claim) leaves the caller's.
+      local stored_priority = redis.call('GETRANGE', k_ev(eseq), 17, 22)
+      if tonumber(stored_priority) then ekey_prio[ekey] = stored_priority end
     else
+      ekey_prio[ekey] = ARGV[o + 5]
       eseq = pad(next_of(K_ESEQ))
       stored = eseq
       records[#records + 1] = k_ev(eseq)
@@ -113,7 +120,7 @@ local function enqueue(o)
   end
   -- Every new record of this event: pending at `now`, no attempts yet, its priority
   -- and event seq, no status and no error, its key.
-  local t, p = at_now(now), prio(ARGV[o + 5])
+  local t, p = at_now(now), prio(ekey_prio[ekey] or ARGV[o + 5])
   for j = 1, created do
     local i = fresh[j]
     local ep, dkey = ARGV[i - 1], ARGV[i]
