@@ -102,6 +102,34 @@ pub(crate) async fn run() -> Vec<Figure> {
     ]
 }
 
+/// Event `i`, its id prefixed with `prefix`.
+fn event(i: u64, prefix: &str) -> Event {
+    Event::new(
+        format!("{prefix}{i}"),
+        Bytes::from(format!("{{\"n\":{i}}}")),
+    )
+}
+
+/// `PRODUCERS` tasks that together call `send(i)` once for each `i` in `0..events`.
+fn produce<F, Fut>(events: u64, send: F) -> Vec<tokio::task::JoinHandle<()>>
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    (0..PRODUCERS)
+        .map(|p| {
+            let send = send.clone();
+            tokio::spawn(async move {
+                let mut i = p;
+                while i < events {
+                    send(i).await;
+                    i += PRODUCERS;
+                }
+            })
+        })
+        .collect()
+}
+
 /// Dispatches `events` events from `PRODUCERS` tasks and waits until every delivery is
 /// recorded as delivered in the store.
 async fn end_to_end(
@@ -127,22 +155,15 @@ async fn end_to_end(
         .await
         .expect("register");
     let start = Instant::now();
-    let tasks: Vec<_> = (0..PRODUCERS)
-        .map(|p| {
-            let dispatcher = dispatcher.clone();
-            tokio::spawn(async move {
-                let mut i = p;
-                while i < events {
-                    let event = Event::new(format!("s{i}"), Bytes::from(format!("{{\"n\":{i}}}")));
-                    dispatcher
-                        .dispatch(event, vec!["bench".into()])
-                        .await
-                        .expect("dispatch");
-                    i += PRODUCERS;
-                }
-            })
-        })
-        .collect();
+    let d = dispatcher.clone();
+    let tasks = produce(events, move |i| {
+        let d = d.clone();
+        async move {
+            d.dispatch(event(i, "s"), vec!["bench".into()])
+                .await
+                .expect("dispatch");
+        }
+    });
     for t in tasks {
         let _ = t.await;
     }
@@ -169,22 +190,15 @@ async fn store_alone(store: Arc<dyn Store>) -> f64 {
     store.put_endpoint(&endpoint).await.expect("endpoint");
     let completed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let producers: Vec<_> = (0..PRODUCERS)
-        .map(|p| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut i = p;
-                while i < EVENTS {
-                    let event = Event::new(format!("a{i}"), Bytes::from(format!("{{\"n\":{i}}}")));
-                    store
-                        .enqueue(&event, &["alone".into()], Utc::now())
-                        .await
-                        .expect("enqueue");
-                    i += PRODUCERS;
-                }
-            })
-        })
-        .collect();
+    let s = store.clone();
+    let producers = produce(EVENTS, move |i| {
+        let s = s.clone();
+        async move {
+            s.enqueue(&event(i, "a"), &["alone".into()], Utc::now())
+                .await
+                .expect("enqueue");
+        }
+    });
     let claimers: Vec<_> = (0..CLAIMERS)
         .map(|_| {
             let (store, completed) = (store.clone(), completed.clone());

@@ -127,6 +127,20 @@ async fn put_a_again_with_a_delivery(store: &RedbStore) {
         .unwrap();
 }
 
+/// The delivery of [`put_a_again_with_a_delivery`] is there, and (once `store` is
+/// closed) nothing else of endpoint `a` is in the file.
+async fn only_the_new_a_remains(store: RedbStore, path: &Path) {
+    assert!(
+        store
+            .get_delivery(&key("new", "a"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    drop(store);
+    assert_eq!(remains_of_a(path), (1, 0, 0, 0, 0));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_endpoint_goes_in_steps_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,18 +186,9 @@ async fn a_deletion_cut_short_is_finished_when_the_store_opens() {
         put_a_again_with_a_delivery(&store).await;
         assert!(store.get_delivery(&key("e7", "b")).await.unwrap().is_some());
     }
-    let store = RedbStore::open(&path).unwrap();
-    assert!(
-        store
-            .get_delivery(&key("new", "a"))
-            .await
-            .unwrap()
-            .is_some()
-    );
-    drop(store);
     // Only the new endpoint's delivery: the old strict one's index entries went too,
     // though the restart forgot that it was strict.
-    assert_eq!(remains_of_a(&path), (1, 0, 0, 0, 0));
+    only_the_new_a_remains(RedbStore::open(&path).unwrap(), &path).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -201,15 +206,7 @@ async fn an_endpoint_put_while_its_old_deletion_resumes_starts_afresh_and_stays(
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(store.get_endpoint(&"a".into()).await.unwrap().is_some());
-    assert!(
-        store
-            .get_delivery(&key("new", "a"))
-            .await
-            .unwrap()
-            .is_some()
-    );
-    drop(store);
-    assert_eq!(remains_of_a(&path), (1, 0, 0, 0, 0));
+    only_the_new_a_remains(store, &path).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
