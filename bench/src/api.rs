@@ -12,8 +12,10 @@ use std::{
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 use webhook_dispatcher::{Dispatcher, DispatcherConfig, Endpoint, Event};
 
 use crate::{receiver::Receiver, report::Figure};
@@ -140,19 +142,20 @@ async fn api(receiver: &Arc<Receiver>, dir: &std::path::Path) -> (f64, f64) {
     let server = tokio::spawn(app.serve(listener, async {
         let _ = stopped.await;
     }));
-    // The load generator holds one keep-alive connection per client and sends on it
-    // directly, as wrk does: it shares the 2 cores with webhookd, and the pool of a
-    // general-purpose client would be CPU spent on the client's side, not the service's.
+    // The load generator holds one keep-alive connection per client and drives it as
+    // wrk does: the request is written as prepared bytes and the answer framed by its
+    // Content-Length. It shares the 2 cores with webhookd, so what it spends is taken
+    // from the service: a general-purpose client (a connection task, a request and a
+    // response object per call) would measure the client as much as the service.
     let mut connections = Vec::with_capacity(CLIENTS);
     for _ in 0..CLIENTS {
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(connection);
         // Each client uses only its own connection: the lock is never contended.
-        connections.push(tokio::sync::Mutex::new(sender));
+        connections.push(tokio::sync::Mutex::new(RawConnection {
+            stream,
+            buffer: Vec::with_capacity(1024),
+        }));
     }
     let connections = Arc::new(connections);
     let result = load(move |client, i| {
@@ -160,22 +163,68 @@ async fn api(receiver: &Arc<Receiver>, dir: &std::path::Path) -> (f64, f64) {
         async move {
             let body =
                 format!("{{\"id\":\"a{i}\",\"event_type\":\"bench\",\"payload\":{{\"n\":{i}}}}}");
-            let request = http::Request::post("/events")
-                .header(http::header::HOST, addr.to_string())
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(body)))
-                .expect("request");
-            let mut connection = connections[client].lock().await;
-            let response = connection
-                .send_request(request)
+            let request = format!(
+                "POST /events HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let status = connections[client]
+                .lock()
                 .await
-                .expect("POST /events");
-            assert_eq!(response.status(), 202, "POST /events was not accepted");
-            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                .call(request.as_bytes())
+                .await;
+            assert_eq!(status, 202, "POST /events was not accepted");
         }
     })
     .await;
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
     result
+}
+
+/// A keep-alive HTTP/1.1 connection to webhookd, one request at a time.
+struct RawConnection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl RawConnection {
+    /// Sends `request` (a whole HTTP/1.1 request) and reads the whole answer; returns
+    /// its status. Panics when the answer is not HTTP or has no Content-Length.
+    async fn call(&mut self, request: &[u8]) -> u16 {
+        self.stream
+            .write_all(request)
+            .await
+            .expect("write to webhookd");
+        self.buffer.clear();
+        let (status, end) = loop {
+            self.read_more().await;
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut response = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) =
+                response.parse(&self.buffer).expect("an HTTP answer")
+            {
+                let length = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                    .expect("an answer with a Content-Length");
+                break (response.code.expect("a status"), head + length);
+            }
+        };
+        while self.buffer.len() < end {
+            self.read_more().await;
+        }
+        status
+    }
+
+    async fn read_more(&mut self) {
+        let read = self
+            .stream
+            .read_buf(&mut self.buffer)
+            .await
+            .expect("read from webhookd");
+        assert!(read > 0, "webhookd closed the connection");
+    }
 }
