@@ -37,6 +37,10 @@ use crate::{
 /// processes sharing it.
 const ENDPOINT_REFRESH: Duration = Duration::from_secs(1);
 
+/// How long a delivery waits when its endpoint could not be loaded (a store error, or
+/// an endpoint stored in a form this process cannot use).
+const UNLOADABLE_ENDPOINT_WAIT: Duration = Duration::from_secs(5);
+
 /// What [`Dispatcher::dispatch`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DispatchReceipt {
@@ -100,7 +104,8 @@ struct Shared {
 /// A finished lease on its way to the store.
 struct Done {
     finished: Finished,
-    endpoint: Arc<EndpointState>,
+    /// `None` when the endpoint could not be loaded (nothing was attempted).
+    endpoint: Option<Arc<EndpointState>>,
     created_at: Option<DateTime<Utc>>,
 }
 
@@ -460,9 +465,12 @@ impl Shared {
             for endpoint in stored {
                 let state = match current.get(&endpoint.id) {
                     Some(s) if s.endpoint == endpoint => s.clone(),
-                    _ => match EndpointState::new(endpoint, &self.config, now) {
+                    _ => match EndpointState::new(endpoint.clone(), &self.config, now) {
                         Ok(s) => Arc::new(s),
-                        Err(_) => continue,
+                        Err(e) => {
+                            telemetry::endpoint_unusable(&endpoint.id, &e);
+                            continue;
+                        }
                     },
                 };
                 fresh.insert(state.endpoint.id.clone(), state);
@@ -477,14 +485,34 @@ impl Shared {
         Ok(())
     }
 
-    async fn endpoint_state(&self, id: &EndpointId) -> Option<Arc<EndpointState>> {
+    /// The run-time state of endpoint `id`, loaded from the store when not cached:
+    /// `Ok(None)` when it does not exist, `Err(())` when it cannot be loaded (the store
+    /// failed, or the stored endpoint is unusable here; counted and logged).
+    async fn endpoint_state(&self, id: &EndpointId) -> Result<Option<Arc<EndpointState>>, ()> {
         if let Some(state) = self.read_endpoints().get(id) {
-            return Some(state.clone());
+            return Ok(Some(state.clone()));
         }
-        let endpoint = self.store.get_endpoint(id).await.ok()??;
-        EndpointState::new(endpoint, &self.config, Instant::now())
-            .ok()
-            .map(|s| self.install(s))
+        let endpoint = match self.store.get_endpoint(id).await {
+            Ok(Some(endpoint)) => endpoint,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.store_failed("load an endpoint", &e);
+                return Err(());
+            }
+        };
+        match EndpointState::new(endpoint, &self.config, Instant::now()) {
+            Ok(state) => Ok(Some(self.install(state))),
+            Err(e) => {
+                telemetry::endpoint_unusable(id, &e);
+                Err(())
+            }
+        }
+    }
+
+    /// Counts and logs a failed store operation.
+    fn store_failed(&self, during: &'static str, error: &dyn std::fmt::Display) {
+        self.store_errors.fetch_add(1, Relaxed);
+        telemetry::store_failed(during, error);
     }
 
     /// Checks and completes an event before it is stored.
@@ -566,8 +594,8 @@ impl Shared {
                 true
             }
             Ok(None) => false,
-            Err(_) => {
-                self.store_errors.fetch_add(1, Relaxed);
+            Err(e) => {
+                self.store_failed("count unfinished deliveries", &e);
                 false
             }
         }
@@ -615,6 +643,16 @@ impl Shared {
     }
 
     fn finish(&self, endpoint: Arc<EndpointState>, claimed: &Claimed, completion: Completion) {
+        self.send_done(Some(endpoint), claimed, completion);
+    }
+
+    /// Hands a finished lease to the completer.
+    fn send_done(
+        &self,
+        endpoint: Option<Arc<EndpointState>>,
+        claimed: &Claimed,
+        completion: Completion,
+    ) {
         let done = Done {
             finished: Finished {
                 lease: claimed.lease.clone(),
@@ -781,9 +819,9 @@ async fn claim_loop(shared: Arc<Shared>) {
                         start_delivery(&shared, c).await;
                     }
                 }
-                Err(_) => {
+                Err(e) => {
                     shared.in_flight.fetch_sub(reserved, SeqCst);
-                    shared.store_errors.fetch_add(1, Relaxed);
+                    shared.store_failed("claim", &e);
                     failures = failures.saturating_add(1);
                 }
             }
@@ -839,13 +877,23 @@ fn reserve(in_flight: &AtomicUsize, max: usize, want: usize) -> usize {
 }
 
 async fn start_delivery(shared: &Arc<Shared>, claimed: Claimed) {
-    let Some(state) = shared
+    let state = match shared
         .endpoint_state(&claimed.delivery.key.endpoint_id)
         .await
-    else {
-        // The endpoint is gone; its deliveries went with it. Free the slot.
-        shared.in_flight.fetch_sub(1, SeqCst);
-        return;
+    {
+        Ok(Some(state)) => state,
+        Ok(None) => {
+            // The endpoint is gone; its deliveries went with it. Free the slot.
+            shared.in_flight.fetch_sub(1, SeqCst);
+            return;
+        }
+        Err(()) => {
+            // Nothing was attempted: back in the queue for a later try, instead of
+            // waiting out the lease (the next claim loads the endpoint again).
+            let until = later(Utc::now(), UNLOADABLE_ENDPOINT_WAIT);
+            shared.send_done(None, &claimed, Completion::Defer { until });
+            return;
+        }
     };
     state.in_flight.fetch_add(1, Relaxed);
     // The lease was sized for the endpoints cached at the claim; one loaded since
@@ -1023,8 +1071,8 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
         loop {
             match shared.store.complete(&finished, Utc::now()).await {
                 Ok(_) => break,
-                Err(_) => {
-                    shared.store_errors.fetch_add(1, Relaxed);
+                Err(e) => {
+                    shared.store_failed("complete", &e);
                     if *shared.abandon.borrow() && delay > Duration::from_secs(1) {
                         break;
                     }
@@ -1036,7 +1084,9 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
         let now = Utc::now();
         let mut finals = 0;
         for (done, (endpoint, created_at)) in finished.drain(..).zip(sources.drain(..)) {
-            endpoint.in_flight.fetch_sub(1, Relaxed);
+            if let Some(endpoint) = &endpoint {
+                endpoint.in_flight.fetch_sub(1, Relaxed);
+            }
             let latency = created_at.map(|created| (now - created).to_std().unwrap_or_default());
             telemetry::completed(&done.completion, latency);
             match &done.completion {
@@ -1078,8 +1128,8 @@ async fn refresh_loop(shared: std::sync::Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if shared.refresh_endpoints().await.is_err() {
-            shared.store_errors.fetch_add(1, Relaxed);
+        if let Err(e) = shared.refresh_endpoints().await {
+            shared.store_failed("reload endpoints", &e);
         }
     }
 }

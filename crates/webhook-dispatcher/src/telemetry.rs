@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use webhook_core::Completion;
+use webhook_core::{Completion, EndpointId};
 
 /// Counts a finished lease by outcome, and records delivery latency.
 pub(crate) fn completed(completion: &Completion, latency: Option<Duration>) {
@@ -40,6 +40,24 @@ pub(crate) fn attempted(status: Option<u16>, duration: Duration) {
     );
     #[cfg(not(any(feature = "metrics", feature = "tracing")))]
     let _ = (status, duration);
+}
+
+/// Logs a failed store operation (feature `tracing`); the dispatcher also counts it
+/// (`Dispatcher::store_errors`). Store errors carry no secrets.
+pub(crate) fn store_failed(during: &str, error: &dyn std::fmt::Display) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(during, error = %error, "store operation failed");
+    #[cfg(not(feature = "tracing"))]
+    let _ = (during, error);
+}
+
+/// Logs a stored endpoint this process cannot use (feature `tracing`): its deliveries
+/// wait until it is fixed.
+pub(crate) fn endpoint_unusable(id: &EndpointId, error: &crate::Error) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(endpoint = %id, error = %error, "stored endpoint is unusable; its deliveries wait");
+    #[cfg(not(feature = "tracing"))]
+    let _ = (id, error);
 }
 
 /// Runs `future` inside a `webhook.attempt` span (feature `tracing`).

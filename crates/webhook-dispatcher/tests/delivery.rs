@@ -10,7 +10,8 @@ use std::{
 use support::{Receiver, Reply, eventually};
 use webhook_dispatcher::{
     DeliveryState, Dispatcher, DispatcherConfig, Endpoint, Error, Event, IdempotencyKey,
-    MemoryStore, Ordering, OverflowPolicy, RetryPolicy, SignatureScheme, Store, WebhookReceiver,
+    MemoryStore, Ordering, OverflowPolicy, RetryPolicy, SealingKey, SealingStore, SignatureScheme,
+    Store, WebhookReceiver,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -310,6 +311,60 @@ async fn an_endpoint_created_by_another_process_gets_a_lease_longer_than_its_tim
         1,
         "deferred, not attempted, with the short lease"
     );
+    assert_eq!(receiver.count(), 1);
+}
+
+#[tokio::test]
+async fn a_delivery_whose_endpoint_cannot_be_loaded_goes_back_to_the_queue() {
+    let receiver = Receiver::ok().await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // Another process, with another sealing key, creates an endpoint with a secret and
+    // dispatches to it.
+    let theirs = Arc::new(SealingStore::new(
+        store.clone(),
+        SealingKey::from_bytes(&[1; 32]),
+    ));
+    theirs
+        .put_endpoint(
+            &Endpoint::new("sealed", receiver.url())
+                .with_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        )
+        .await
+        .unwrap();
+    theirs
+        .enqueue(
+            &Event::new("e1", "{}"),
+            &["sealed".into()],
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    // This process cannot open the secret: it must not send unsigned, nor hold the
+    // delivery for its whole lease (14 s here), but put it back, counted as an error.
+    let ours = Arc::new(SealingStore::new(
+        store.clone(),
+        SealingKey::from_bytes(&[2; 32]),
+    ));
+    let dispatcher = Dispatcher::new_with_storage(config(), ours).await;
+    let record = eventually(WAIT, || async {
+        let record = store.get_delivery(&key("e1", "sealed")).await.unwrap()?;
+        let DeliveryState::Pending { next_attempt_at } = record.delivery.state else {
+            return None;
+        };
+        (next_attempt_at > record.delivery.created_at).then_some(record)
+    })
+    .await;
+    assert!(record.attempts.is_empty(), "nothing was attempted");
+    assert!(dispatcher.store_errors() > 0);
+    dispatcher.shutdown().await;
+    assert_eq!(receiver.count(), 0);
+    // With the right key it goes out.
+    let fixed = Dispatcher::new_with_storage(config(), theirs).await;
+    let record = final_state(&fixed, &key("e1", "sealed")).await;
+    assert!(matches!(
+        record.delivery.state,
+        DeliveryState::Delivered { .. }
+    ));
     assert_eq!(receiver.count(), 1);
 }
 
