@@ -249,7 +249,13 @@ impl Delivery {
             .ok()
             .and_then(|lease| now.checked_add_signed(lease))
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        self.lease_token += 1;
+        // A token never repeats (a repeated one could let an old lease's result land).
+        self.lease_token = self.lease_token.checked_add(1).ok_or_else(|| {
+            Error::invalid(
+                "lease_token",
+                format!("{} has used every lease token", self.key),
+            )
+        })?;
         self.state = DeliveryState::InFlight { lease_until: until };
         self.updated_at = now;
         Ok(Lease {
@@ -276,7 +282,8 @@ impl Delivery {
             return Err(Error::LeaseLost(self.key.to_string()));
         }
         if let Some(attempt) = completion.attempt() {
-            self.attempts += 1;
+            // Saturates: a count that wrapped would restart the retry budget.
+            self.attempts = self.attempts.saturating_add(1);
             self.last_status = attempt.status;
             self.last_error.clone_from(&attempt.error);
         }
@@ -326,6 +333,30 @@ mod tests {
 
     fn key() -> IdempotencyKey {
         IdempotencyKey::new("evt".into(), "ep".into(), None)
+    }
+
+    #[test]
+    fn counters_at_their_limits_neither_wrap_nor_panic() {
+        let mut d = Delivery::new(key(), 0, t(0));
+        d.attempts = u32::MAX;
+        let lease = d.claim(t(0), Duration::from_secs(30)).unwrap();
+        let failed = Attempt::response(t(0), Duration::from_millis(5), 500, b"oops");
+        d.complete(
+            &lease,
+            &Completion::Retry {
+                attempt: failed,
+                next_attempt_at: t(10),
+            },
+            t(1),
+        )
+        .unwrap();
+        assert_eq!(d.attempts, u32::MAX, "the retry budget does not restart");
+        d.lease_token = u64::MAX;
+        assert!(d.claim(t(10), Duration::from_secs(30)).is_err());
+        assert!(
+            matches!(d.state, DeliveryState::Pending { .. }),
+            "a refused claim changes nothing"
+        );
     }
 
     #[test]

@@ -325,8 +325,24 @@ impl Endpoint {
             return Err(Error::invalid("id", "must be 1 to 256 bytes"));
         }
         validate_url(&self.url)?;
-        if self.secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
-            return Err(Error::invalid("secret", "must not be empty"));
+        if let Some(secret) = &self.secret {
+            let secret = secret.expose();
+            if secret.is_empty() {
+                return Err(Error::invalid("secret", "must not be empty"));
+            }
+            // A receiver's Standard Webhooks library decodes what follows `whsec_`; one
+            // that does not decode is a mistyped or truncated secret, not a raw key.
+            if secret.starts_with(webhook_sdk::WHSEC_PREFIX.as_bytes())
+                && std::str::from_utf8(secret)
+                    .ok()
+                    .and_then(webhook_sdk::SigningKey::from_base64)
+                    .is_none()
+            {
+                return Err(Error::invalid(
+                    "secret",
+                    "a secret starting with whsec_ must continue with base64",
+                ));
+            }
         }
         EventTypeFilter::new(&self.event_types)?;
         for (name, value) in &self.headers {
@@ -446,6 +462,27 @@ fn is_header_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// `url` for `Debug` output: scheme, host and port only. Paths and queries often
+/// carry credentials (chat webhook tokens, `?token=`).
+fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => {
+            let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let rest = if parsed.path() == "/" && parsed.query().is_none() {
+                "/"
+            } else {
+                "/<redacted>"
+            };
+            format!(
+                "{}://{}{port}{rest}",
+                parsed.scheme(),
+                parsed.host_str().unwrap_or("")
+            )
+        }
+        Err(_) => "<not a URL>".to_owned(),
+    }
+}
+
 /// Checks that `url` is an absolute `http` or `https` URL with a host.
 pub fn validate_url(url: &str) -> Result<url::Url> {
     if url.len() > MAX_URL_LEN {
@@ -558,7 +595,7 @@ impl fmt::Debug for Endpoint {
         let header_names: Vec<&str> = headers.keys().map(String::as_str).collect();
         f.debug_struct("Endpoint")
             .field("id", id)
-            .field("url", url)
+            .field("url", &redacted_url(url))
             .field("secret", secret)
             .field("tenant_id", tenant_id)
             .field("event_types", event_types)
@@ -591,6 +628,56 @@ mod tests {
         assert!(shown.contains("Authorization"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(!shown.contains("MfKQ9r8"), "{shown}");
+    }
+
+    #[test]
+    fn debug_shows_where_a_url_points_not_its_path_or_query() {
+        let endpoint = Endpoint::new(
+            "a",
+            "https://hooks.example.test:8443/services/T0/XYZ?token=tok1",
+        );
+        let shown = format!("{endpoint:?}");
+        assert!(
+            shown.contains("https://hooks.example.test:8443/<redacted>"),
+            "{shown}"
+        );
+        assert!(!shown.contains("XYZ") && !shown.contains("tok1"), "{shown}");
+        let plain = format!("{:?}", Endpoint::new("a", "http://[::1]/"));
+        assert!(plain.contains("http://[::1]/\""), "{plain}");
+    }
+
+    #[test]
+    fn a_whsec_secret_must_be_base64() {
+        for bad in [
+            "whsec_",
+            "whsec_not base64!",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+        ] {
+            let err = Endpoint::new("e", "https://x.test/")
+                .with_secret(bad)
+                .validate()
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Invalid {
+                        field: "secret",
+                        ..
+                    }
+                ),
+                "{bad:?}: {err}"
+            );
+        }
+        for good in [
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "whsec_c2VjcmV0",
+            "raw secret",
+        ] {
+            Endpoint::new("e", "https://x.test/")
+                .with_secret(good)
+                .validate()
+                .unwrap();
+        }
     }
 
     #[test]
