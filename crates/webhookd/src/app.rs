@@ -64,16 +64,25 @@ impl App {
     /// When the store cannot be opened or reached, or the settings are invalid.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         settings.limits.validate()?;
-        let raw_store = open_store(&settings).await?;
-        let store = seal_secrets(&settings, raw_store.clone()).await?;
-        let mut config = settings.dispatcher;
+        let mut config = settings.dispatcher.clone();
         config.destination_policy = if settings.allow_private_destinations {
             DestinationPolicy::allow_all()
         } else {
             DestinationPolicy::public_only()
         };
         config.max_payload_bytes = settings.max_body_bytes;
+        // Refused now rather than accepted and then dead-lettered at the first event.
+        if let Some(url) = &settings.target_url {
+            let parsed = webhook_core::validate_url(url).map_err(|e| format!("TARGET_URL: {e}"))?;
+            if let Some(refused) =
+                crate::api::events::refused_destination(&config.destination_policy, &parsed)
+            {
+                return Err(format!("TARGET_URL: {refused}").into());
+            }
+        }
         config.validate()?;
+        let raw_store = open_store(&settings).await?;
+        let store = seal_secrets(&settings, raw_store.clone()).await?;
         let destinations = config.destination_policy.clone();
         let dispatcher = Dispatcher::new_with_storage(config, store).await;
         let state = AppState {

@@ -220,8 +220,8 @@ pub struct ServeArgs {
     pub data_dir: PathBuf,
 
     /// Store: a `postgres://` / `postgresql://` URL selects PostgreSQL, a `redis://`
-    /// URL selects Redis, anything else (or nothing) the embedded redb file in
-    /// `--data-dir`. Falls back to `DATABASE_URL`.
+    /// URL selects Redis, `redb` (or nothing) the embedded redb file in `--data-dir`;
+    /// anything else is refused. Falls back to `DATABASE_URL`.
     #[arg(long, env = "WEBHOOKD_STORE", hide_env_values = true)]
     pub store: Option<String>,
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use webhookd::{
-    App, Settings, StoreSpec,
+    App, Settings,
     cli::{Cli, Command},
     logging, mock, shutdown_signal,
 };
@@ -30,29 +30,15 @@ async fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return fail(&format!("invalid configuration: {e}")),
             };
-            let store_value = cli
-                .serve
-                .store
-                .as_deref()
-                .or(cli.serve.database_url.as_deref());
-            if let Some(value) = store_value.map(str::trim)
-                && !value.is_empty()
-                && !value.eq_ignore_ascii_case("redb")
-                && settings.store == StoreSpec::Redb
-            {
-                // The value itself is not logged: it may hold a password.
-                tracing::warn!(
-                    "the store setting (--store, WEBHOOKD_STORE or DATABASE_URL) is neither a \
-                     postgres:// nor a redis:// URL: using the embedded redb store in --data-dir"
-                );
-            }
-            let app = match Box::pin(App::build(settings)).await {
-                Ok(app) => app,
-                Err(e) => return fail(&format!("cannot start: {e}")),
-            };
+            // The port first: the dispatcher resumes stored work as it starts, and
+            // should not be started only to be abandoned because the port is taken.
             let listener = match tokio::net::TcpListener::bind(cli.serve.listen).await {
                 Ok(l) => l,
                 Err(e) => return fail(&format!("cannot listen on {}: {e}", cli.serve.listen)),
+            };
+            let app = match Box::pin(App::build(settings)).await {
+                Ok(app) => app,
+                Err(e) => return fail(&format!("cannot start: {e}")),
             };
             match Box::pin(app.serve(listener, shutdown_signal())).await {
                 Ok(()) => ExitCode::SUCCESS,

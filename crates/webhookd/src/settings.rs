@@ -31,19 +31,41 @@ impl std::fmt::Debug for StoreSpec {
 impl StoreSpec {
     /// Chooses the store from a `--store` / `DATABASE_URL` value: a `postgres://` or
     /// `postgresql://` URL selects PostgreSQL, a `redis://` (or `redis+unix://`) URL
-    /// Redis, anything else
-    /// (or nothing) the embedded redb file.
-    pub fn from_value(value: Option<&str>) -> Self {
+    /// Redis, `redb` or nothing the embedded redb file.
+    ///
+    /// # Errors
+    /// Any other value (another scheme, a misspelt one): falling back to a local file
+    /// would give each node of a cluster a private store. The message never contains
+    /// the value, which may hold a password.
+    pub fn from_value(value: Option<&str>) -> Result<Self, String> {
         let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
-            return Self::Redb;
+            return Ok(Self::Redb);
         };
         let lower = value.to_ascii_lowercase();
         if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-            Self::Postgres(value.to_owned())
+            Ok(Self::Postgres(value.to_owned()))
         } else if lower.starts_with("redis://") || lower.starts_with("redis+unix://") {
-            Self::Redis(value.to_owned())
+            Ok(Self::Redis(value.to_owned()))
+        } else if lower == "redb" {
+            Ok(Self::Redb)
         } else {
-            Self::Redb
+            let scheme = lower
+                .split_once("://")
+                .map(|(scheme, _)| scheme)
+                .filter(|s| {
+                    s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                });
+            Err(match scheme {
+                Some(scheme) => format!(
+                    "the store URL scheme {scheme}:// is not supported: use postgres://, \
+                     postgresql://, redis:// or redis+unix://, or redb (--store, \
+                     WEBHOOKD_STORE or DATABASE_URL)"
+                ),
+                None => "the store setting (--store, WEBHOOKD_STORE or DATABASE_URL) is \
+                         neither a postgres:// or redis:// URL nor redb"
+                    .to_owned(),
+            })
         }
     }
 
@@ -200,7 +222,7 @@ impl Settings {
     pub fn from_args(args: &ServeArgs) -> Result<Self, String> {
         let store_value = args.store.as_deref().or(args.database_url.as_deref());
         let mut settings = Self::new(&args.data_dir);
-        settings.store = StoreSpec::from_value(store_value);
+        settings.store = StoreSpec::from_value(store_value)?;
         settings.store_namespace = args.store_namespace.clone().filter(|n| !n.is_empty());
         settings.api_token = match args.api_token.as_deref().map(str::trim) {
             None => None,
@@ -330,24 +352,29 @@ mod tests {
 
     #[test]
     fn store_is_chosen_by_url_scheme() {
-        assert_eq!(StoreSpec::from_value(None), StoreSpec::Redb);
-        assert_eq!(StoreSpec::from_value(Some("")), StoreSpec::Redb);
-        assert_eq!(StoreSpec::from_value(Some("redb")), StoreSpec::Redb);
-        assert_eq!(
-            StoreSpec::from_value(Some("postgresql://u:p@h/db")).kind(),
-            "postgres"
-        );
-        assert_eq!(
-            StoreSpec::from_value(Some("postgres://h/db")).kind(),
-            "postgres"
-        );
-        assert_eq!(
-            StoreSpec::from_value(Some("redis://h:6379")).kind(),
-            "redis"
-        );
+        let kind = |value| StoreSpec::from_value(value).map(|s| s.kind());
+        assert_eq!(kind(None), Ok("redb"));
+        assert_eq!(kind(Some("")), Ok("redb"));
+        assert_eq!(kind(Some("REDB")), Ok("redb"));
+        assert_eq!(kind(Some("postgresql://u:p@h/db")), Ok("postgres"));
+        assert_eq!(kind(Some("postgres://h/db")), Ok("postgres"));
+        assert_eq!(kind(Some("redis://h:6379")), Ok("redis"));
         assert!(
             !format!("{:?}", StoreSpec::from_value(Some("postgres://u:pw@h/db"))).contains("pw")
         );
+    }
+
+    #[test]
+    fn an_unknown_store_value_is_refused_without_showing_it() {
+        for (value, named) in [
+            ("rediss://u:pw-1@h:6380", "rediss://"),
+            ("postgress://u:pw-1@h/db", "postgress://"),
+            ("./pw-1/webhookd.redb", "neither"),
+        ] {
+            let err = StoreSpec::from_value(Some(value)).unwrap_err();
+            assert!(err.contains(named), "{value}: {err}");
+            assert!(!err.contains("pw-1"), "{value}: {err}");
+        }
     }
 
     #[test]
@@ -356,7 +383,7 @@ mod tests {
         s.api_token = Some("tok-123".into());
         s.webhook_secret = Some("sec-456".into());
         s.tenant_tokens = vec![("acme".into(), "ten-789".into())];
-        s.store = StoreSpec::from_value(Some("postgres://u:pw-000@h/db"));
+        s.store = StoreSpec::from_value(Some("postgres://u:pw-000@h/db")).unwrap();
         let key = [0x5a_u8; 32];
         s.secret_encryption_key = Some(SealingKey::from_bytes(&key));
         let shown = format!("{s:?}");

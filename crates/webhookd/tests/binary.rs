@@ -4,7 +4,7 @@
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Read as _},
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -210,4 +210,45 @@ async fn the_mock_receiver_subcommand_verifies_and_logs_one_json_line_per_reques
 
     let status = terminate(&mut child);
     assert!(status.success(), "exit status {status:?}");
+}
+
+/// Settings that cannot work stop webhookd at start with a message naming the setting
+/// (never its password), before anything is created.
+#[test]
+fn unusable_settings_stop_the_binary_before_it_creates_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (var, value, expected) in [
+        (
+            "TARGET_URL",
+            "http://127.0.0.1:9/hook",
+            "--allow-private-destinations",
+        ),
+        (
+            "DATABASE_URL",
+            "rediss://u:pw-1@127.0.0.1:1/",
+            "rediss:// is not supported",
+        ),
+    ] {
+        let mut child = clean_env(&mut Command::new(BIN))
+            .env("WEBHOOKD_LISTEN", "127.0.0.1:0")
+            .env("WEBHOOKD_DATA_DIR", &data)
+            .env(var, value)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = common::wait_exit(&mut child, Duration::from_secs(30));
+        let mut shown = String::new();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            BufReader::new(stream).read_to_string(&mut shown).unwrap();
+        }
+        assert_eq!(status.code(), Some(1), "{var}: {shown}");
+        assert!(shown.contains(expected), "{var}: {shown}");
+        assert!(!shown.contains("pw-1"), "{var}: {shown}");
+        assert!(!data.exists(), "{var}: the data directory was created");
+    }
 }

@@ -253,7 +253,7 @@ async fn postgres_holds_only_ciphertext() {
     let dir = tempfile::tempdir().unwrap();
     let schema = namespace("pg");
     let mut s = settings(dir.path());
-    s.store = StoreSpec::from_value(Some(&url));
+    s.store = StoreSpec::from_value(Some(&url)).unwrap();
     s.store_namespace = Some(schema.clone());
     s.secret_encryption_key = Some(key(KEY));
     let secret = round_trip(s).await;
@@ -284,7 +284,7 @@ async fn redis_holds_only_ciphertext() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = namespace("redis");
     let mut s = settings(dir.path());
-    s.store = StoreSpec::from_value(Some(&url));
+    s.store = StoreSpec::from_value(Some(&url)).unwrap();
     s.store_namespace = Some(prefix.clone());
     s.secret_encryption_key = Some(key(KEY));
     let secret = round_trip(s).await;

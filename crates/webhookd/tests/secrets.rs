@@ -166,11 +166,6 @@ async fn a_full_run_at_trace_level_logs_no_secret() {
     let mut child = clean(&mut Command::new(BIN))
         .args(["--log-format", "json", "--listen", "127.0.0.1:0"])
         .env("WEBHOOKD_DATA_DIR", dir.path().join("data"))
-        // Not a PostgreSQL or Redis URL: warned about (without the URL), redb is used.
-        .env(
-            "WEBHOOKD_STORE",
-            format!("mysql://webhookd:{}@db.internal/hooks", s.db_password),
-        )
         .env("WEBHOOKD_API_TOKEN", &s.admin)
         .env(
             "WEBHOOKD_TENANT_TOKENS",
@@ -437,7 +432,6 @@ async fn a_full_run_at_trace_level_logs_no_secret() {
         "endpoint replaced",
         "dead letters replayed",
         "endpoint secrets are encrypted in the store",
-        "neither a postgres:// nor a redis:// URL",
         "\"level\":\"TRACE\"",
         "\"status\":401",
         "shutdown complete",
@@ -496,6 +490,19 @@ fn start_up_failures_do_not_show_secrets() {
         assert!(out.contains("cannot start"), "{out}");
         outputs.push(out);
     }
+    // A store URL of a kind webhookd does not support: refused, not shown.
+    let (code, out) = run_to_exit(
+        clean(&mut Command::new(BIN))
+            .args(["--log-format", "json", "--listen", "127.0.0.1:0"])
+            .env("WEBHOOKD_DATA_DIR", dir.path())
+            .env(
+                "WEBHOOKD_STORE",
+                format!("mysql://webhookd:{}@db.internal/hooks", s.db_password),
+            ),
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("mysql:// is not supported"), "{out}");
+    outputs.push(out);
     // Malformed secret values on the command line and in the environment.
     for (args, env) in [
         (

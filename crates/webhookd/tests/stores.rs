@@ -72,7 +72,7 @@ async fn postgres() {
     let schema = namespace("pg");
     exercise(|| {
         let mut s = settings(dir.path());
-        s.store = StoreSpec::from_value(Some(&url));
+        s.store = StoreSpec::from_value(Some(&url)).unwrap();
         assert_eq!(s.store.kind(), "postgres");
         s.store_namespace = Some(schema.clone());
         s
@@ -100,7 +100,7 @@ async fn redis() {
     let prefix = namespace("redis");
     exercise(|| {
         let mut s = settings(dir.path());
-        s.store = StoreSpec::from_value(Some(&url));
+        s.store = StoreSpec::from_value(Some(&url)).unwrap();
         assert_eq!(s.store.kind(), "redis");
         s.store_namespace = Some(prefix.clone());
         s

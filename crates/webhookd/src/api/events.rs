@@ -197,20 +197,27 @@ pub(crate) fn check_destination(state: &AppState, url: &str, field: &str) -> Api
         webhook_core::Error::Invalid { message, .. } => ApiError::invalid(field, message),
         other => ApiError::invalid(field, other.to_string()),
     })?;
-    let ip = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
-        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-        _ => None,
-    };
-    if let Some(ip) = ip {
-        state.destinations.check(ip).map_err(|refused| {
-            ApiError::invalid(
-                field,
-                format!("{refused}; start webhookd with --allow-private-destinations to allow it"),
-            )
-        })?;
+    match refused_destination(&state.destinations, &parsed) {
+        Some(refused) => Err(ApiError::invalid(field, refused)),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Why `destinations` refuses `url`, when its host is an IP address it refuses (a
+/// host name is checked when it is resolved, at delivery).
+pub(crate) fn refused_destination(
+    destinations: &webhook_dispatcher::DestinationPolicy,
+    url: &url::Url,
+) -> Option<String> {
+    let ip = match url.host()? {
+        url::Host::Ipv4(ip) => std::net::IpAddr::V4(ip),
+        url::Host::Ipv6(ip) => std::net::IpAddr::V6(ip),
+        url::Host::Domain(_) => return None,
+    };
+    let refused = destinations.check(ip).err()?;
+    Some(format!(
+        "{refused}; start webhookd with --allow-private-destinations to allow it"
+    ))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
