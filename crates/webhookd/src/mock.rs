@@ -24,7 +24,11 @@ use axum::{
 };
 use rand::Rng as _;
 use serde_json::json;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 use webhook_sdk::{SignatureScheme, WebhookReceiver};
 
 use crate::cli::MockArgs;
@@ -142,10 +146,33 @@ struct MockState {
     config: MockConfig,
     receiver: Option<WebhookReceiver>,
     stats: Arc<MockStats>,
+    /// Set when the receiver shuts down: hanging requests then end (503), so that a
+    /// graceful shutdown does not wait out an hour-long hang.
+    stopping: watch::Sender<bool>,
 }
 
 /// The receiver's router (every path, every method) and its statistics.
 pub fn router(config: MockConfig) -> (Router, Arc<MockStats>) {
+    let (router, state) = build(config);
+    (router, state.stats.clone())
+}
+
+/// Serves `router` on `listener` until `shutdown` completes; hanging requests end then.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    state: Arc<MockState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            state.stopping.send_replace(true);
+        })
+        .await
+}
+
+fn build(config: MockConfig) -> (Router, Arc<MockState>) {
     let stats = Arc::new(MockStats::default());
     let receiver = config
         .secret
@@ -154,13 +181,14 @@ pub fn router(config: MockConfig) -> (Router, Arc<MockStats>) {
     let state = Arc::new(MockState {
         config,
         receiver,
-        stats: stats.clone(),
+        stats,
+        stopping: watch::Sender::new(false),
     });
     let router = Router::new()
         .fallback(receive)
         .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
-        .with_state(state);
-    (router, stats)
+        .with_state(state.clone());
+    (router, state)
 }
 
 #[derive(Clone, Copy)]
@@ -243,12 +271,23 @@ async fn receive(
         Fate::Hang => {
             stats.hung.fetch_add(1, Relaxed);
             log("hang", None, state.config.hang_for, None);
-            tokio::time::sleep(state.config.hang_for).await;
-            StatusCode::GATEWAY_TIMEOUT.into_response()
+            let mut stopping = state.stopping.subscribe();
+            tokio::select! {
+                () = tokio::time::sleep(state.config.hang_for) => {
+                    StatusCode::GATEWAY_TIMEOUT.into_response()
+                }
+                _ = stopping.wait_for(|stopping| *stopping) => {
+                    StatusCode::SERVICE_UNAVAILABLE.into_response()
+                }
+            }
         }
+        // Logged once answered: a client that gave up during the delay got nothing
+        // (the request is then dropped, and logged as such).
         Fate::Fail => {
-            log("fail", Some(500), delay, None);
+            let gone = OnDrop(Some(|| log("client_gone", None, delay, None)));
             tokio::time::sleep(delay).await;
+            gone.disarm();
+            log("fail", Some(500), delay, None);
             stats.failed.fetch_add(1, Relaxed);
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -257,8 +296,10 @@ async fn receive(
                 .into_response()
         }
         Fate::Succeed => {
-            log("ok", Some(200), delay, None);
+            let gone = OnDrop(Some(|| log("client_gone", None, delay, None)));
             tokio::time::sleep(delay).await;
+            gone.disarm();
+            log("ok", Some(200), delay, None);
             stats.succeeded.fetch_add(1, Relaxed);
             *stats
                 .delivered
@@ -267,6 +308,23 @@ async fn receive(
                 .entry(webhook_id.clone())
                 .or_default() += 1;
             (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+        }
+    }
+}
+
+/// Runs its closure when dropped, unless disarmed.
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> OnDrop<F> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
         }
     }
 }
@@ -288,10 +346,8 @@ where
         verify = config.secret.is_some(),
         "mock receiver listening"
     );
-    let (router, _stats) = router(config);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (router, state) = build(config);
+    serve(listener, router, state, shutdown).await
 }
 
 /// A mock receiver running in the background (for tests and embedding).
@@ -310,14 +366,14 @@ impl MockReceiver {
     /// When the listener has no local address.
     pub fn start(config: MockConfig, listener: TcpListener) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
-        let (router, stats) = router(config);
+        let (router, state) = build(config);
+        let stats = state.stats.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            let _ = serve(listener, router, state, stopped).await;
         });
         Ok(Self {
             addr,

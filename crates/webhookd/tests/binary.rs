@@ -252,3 +252,53 @@ fn unusable_settings_stop_the_binary_before_it_creates_anything() {
         assert!(!data.exists(), "{var}: the data directory was created");
     }
 }
+
+/// A request whose client gives up during the mock receiver's delay is logged as
+/// `client_gone`, not as the answer it never got.
+#[test]
+fn the_mock_receiver_logs_a_client_that_gave_up_as_gone() {
+    use std::io::Write as _;
+    let mut child = clean_env(&mut Command::new(BIN))
+        .args([
+            "mock-receiver",
+            "--listen",
+            "127.0.0.1:0",
+            "--failure-rate",
+            "0",
+            "--hang-rate",
+            "0",
+            "--max-delay",
+            "5",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let stdout = lines(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let listening = wait_line(&stderr, "mock receiver listening", &mut seen);
+    let addr = listening["addr"].as_str().unwrap();
+    // The delay is random in [0, 5 s]: one long enough to give up during is certain
+    // within a few requests.
+    let line = (0..5)
+        .find_map(|i| {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            write!(
+                stream,
+                "POST /hook HTTP/1.1\r\nhost: x\r\nwebhook-id: gone-{i}\r\ncontent-length: 2\r\n\r\n{{}}"
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            drop(stream);
+            let line = stdout.recv_timeout(Duration::from_secs(10)).unwrap();
+            let line: Value = serde_json::from_str(&line).unwrap();
+            (line["delay_ms"].as_u64().unwrap() > 500).then_some(line)
+        })
+        .expect("a delay over 500 ms in 5 requests");
+    assert_eq!(line["outcome"], "client_gone", "{line}");
+    assert_eq!(line["status"], Value::Null, "{line}");
+    assert!(terminate(&mut child).success());
+}

@@ -147,3 +147,44 @@ async fn what_was_accepted_is_delivered_after_a_restart() {
     assert_eq!(mock.stats().counts().succeeded, ids.len() as u64);
     third.stop().await;
 }
+
+/// A request the mock receiver leaves hanging (for an hour by default) is answered
+/// 503 when the receiver shuts down, so the shutdown does not wait out the hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_receiver_ends_hanging_requests_when_it_shuts_down() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = MockConfig {
+        hang_rate: 1.0,
+        log_requests: false,
+        ..MockConfig::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(webhookd::mock::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"POST /hook HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), stream.read(&mut answer))
+            .await
+            .is_err(),
+        "the request hangs"
+    );
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut answer))
+        .await
+        .expect("answered at shutdown")
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 503");
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the receiver stopped")
+        .unwrap()
+        .unwrap();
+}
