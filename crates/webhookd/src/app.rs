@@ -122,8 +122,10 @@ impl App {
     }
 
     /// Serves the API on `listener` until `shutdown` completes, then stops accepting
-    /// connections, lets requests in progress finish, and shuts the dispatcher down
-    /// (in-flight deliveries finish or are released; nothing accepted is lost).
+    /// connections, lets requests in progress finish (for at most the dispatcher's
+    /// shutdown timeout: a stalled client does not hold the shutdown up; its request
+    /// was not acknowledged), and shuts the dispatcher down (in-flight deliveries
+    /// finish or are released; nothing accepted is lost).
     ///
     /// # Errors
     /// When the listener fails.
@@ -138,9 +140,30 @@ impl App {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
+        let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
         let served = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await;
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = signalled.send(());
+            })
+            .into_future();
+        let drain_limit = self.state.dispatcher.config().shutdown_timeout;
+        let served = tokio::select! {
+            served = served => served,
+            () = async {
+                if on_signal.await.is_ok() {
+                    tokio::time::sleep(drain_limit).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!(
+                    limit_secs = drain_limit.as_secs_f64(),
+                    "requests still in progress at the shutdown timeout: closing their connections"
+                );
+                Ok(())
+            }
+        };
         tracing::info!("stopped accepting requests; shutting down the dispatcher");
         self.shutdown().await;
         tracing::info!("shutdown complete");

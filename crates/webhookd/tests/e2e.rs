@@ -188,3 +188,35 @@ async fn the_mock_receiver_ends_hanging_requests_when_it_shuts_down() {
         .unwrap()
         .unwrap();
 }
+
+/// A client that stops halfway through its request does not hold up a shutdown: the
+/// requests in progress get the shutdown timeout (1 s here), then their connections
+/// are closed (the stalled event was never acknowledged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_does_not_hold_up_the_shutdown() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let app = webhookd::App::build(settings(dir.path())).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{\"payload\":",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the shutdown finished with the client still stalled")
+        .unwrap()
+        .unwrap();
+    drop(stalled);
+}
