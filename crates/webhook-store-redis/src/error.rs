@@ -7,9 +7,18 @@ use deadpool_redis::{
 use webhook_core::Error;
 
 /// Hides the password of the connection URL in error messages.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Redactor {
     secrets: Vec<String>,
+}
+
+/// Never shows the secrets it hides.
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor")
+            .field("secrets", &self.secrets.len())
+            .finish()
+    }
 }
 
 impl Redactor {
@@ -89,6 +98,13 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_does_not_show_the_password() {
+        let redactor = Redactor::for_url("redis://default:pw-secret-1@127.0.0.1:6379/0");
+        let shown = format!("{redactor:?}");
+        assert!(!shown.contains("pw-secret-1"), "{shown}");
+    }
 
     #[test]
     fn passwords_are_found_and_redacted() {

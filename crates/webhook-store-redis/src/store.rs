@@ -186,7 +186,8 @@ impl RedisStore {
     /// `redis+unix:///path`) with default [`RedisOptions`], keeping every key under
     /// `{prefix}:`, and checks the server answers.
     ///
-    /// Fails with [`Error::Invalid`] for a malformed URL and with
+    /// Fails with [`Error::Invalid`] for a malformed URL or a server older than
+    /// Redis 6.2 (the scripts use `ZADD … LT` and `ZRANGE … BYSCORE`), and with
     /// [`Error::Unavailable`] when the server cannot be reached.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
         Self::connect_with(url, prefix, &RedisOptions::default()).await
@@ -216,6 +217,8 @@ impl RedisStore {
             redactor: Arc::new(redactor),
         };
         store.ping().await?;
+        let info: String = store.query(redis::cmd("INFO").arg("server")).await?;
+        check_version(&info)?;
         Ok(store)
     }
 
@@ -470,6 +473,24 @@ impl RedisStore {
             Err(e) => Err(self.failed(&conn, &e)),
         }
     }
+}
+
+/// Refuses a server older than 6.2, from its `INFO server` answer: a script failing
+/// half-way on an unknown option would leave deliveries written but unscheduled.
+fn check_version(info: &str) -> Result<()> {
+    let version = info
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("redis_version:"))
+        .ok_or_else(|| Error::Unavailable("redis: INFO server gave no redis_version".into()))?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < (6, 2) {
+        return Err(Error::invalid(
+            "url",
+            format!("the server runs Redis {version}; this store needs Redis 6.2 or newer"),
+        ));
+    }
+    Ok(())
 }
 
 fn tenant_str(tenant: Option<&TenantId>) -> Option<&str> {
@@ -771,21 +792,32 @@ impl Store for RedisStore {
     }
 
     async fn replay_all_dead(&self, tenant: Option<&TenantId>, now: DateTime<Utc>) -> Result<u64> {
+        // Only what is dead now: a replayed delivery that dies again during the call
+        // joins the end of the queue and must not be replayed (and counted) again.
+        // Deaths are appended in time order, so the first `left` entries by rank are
+        // the ones dead now, less those replayed meanwhile by someone else.
+        let mut left: usize = self
+            .query(redis::cmd("ZCARD").arg(format!("{}:dead", self.prefix)))
+            .await?;
         let mut offset = 0i64;
         let mut total = 0u64;
-        loop {
+        while left > 0 {
+            let count = left.min(BATCH);
             let args = Args::new()
                 .num(millis(now))
                 .opt(tenant_str(tenant))
                 .num(offset)
-                .num(BATCH);
+                .num(count);
             let [replayed, skipped, seen] = tuple(self.eval(&SCRIPTS.replay_batch, args).await?)?;
             total += u64::try_from(int(replayed)?).map_err(corrupt)?;
             offset += int(skipped)?;
-            if usize::try_from(int(seen)?).map_err(corrupt)? < BATCH {
-                return Ok(total);
+            let seen = usize::try_from(int(seen)?).map_err(corrupt)?;
+            if seen < count {
+                break;
             }
+            left -= seen;
         }
+        Ok(total)
     }
 
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64> {
@@ -811,5 +843,26 @@ impl Store for RedisStore {
     async fn unfinished(&self) -> Result<Option<u64>> {
         let count = int(self.eval(&SCRIPTS.unfinished, Args::new()).await?)?;
         u64::try_from(count).map(Some).map_err(corrupt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_older_than_6_2_are_refused() {
+        let info = |version: &str| {
+            format!("# Server\r\nredis_version:{version}\r\nredis_mode:standalone\r\n")
+        };
+        for old in ["6.0.16", "5.0.7", "6.1.99"] {
+            let err = check_version(&info(old)).unwrap_err();
+            assert!(matches!(err, Error::Invalid { .. }), "{old}: {err}");
+            assert!(err.to_string().contains(old), "{err}");
+        }
+        for new in ["6.2.0", "7.0.15", "10.0.1"] {
+            check_version(&info(new)).unwrap();
+        }
+        assert!(check_version("# Server\r\n").is_err());
     }
 }
