@@ -265,8 +265,13 @@ pub struct ServeArgs {
     pub secret_encryption_key: Option<SealingKey>,
 
     /// Allow deliveries to loopback, private, link-local and metadata addresses (refused
-    /// by default, against SSRF). Needed for a receiver on 127.0.0.1.
-    #[arg(long, env = "WEBHOOKD_ALLOW_PRIVATE_DESTINATIONS")]
+    /// by default, against SSRF). Needed for a receiver on 127.0.0.1. The variable
+    /// takes true/false, 1/0, yes/no or on/off.
+    #[arg(
+        long,
+        env = "WEBHOOKD_ALLOW_PRIVATE_DESTINATIONS",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub allow_private_destinations: bool,
 
     /// Largest request body the API accepts, in bytes (also the largest payload).

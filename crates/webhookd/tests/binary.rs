@@ -86,7 +86,8 @@ async fn the_binary_takes_seed_003_environment_and_stops_cleanly_on_sigterm() {
         .env("WEBHOOKD_DATA_DIR", dir.path().join("data"))
         .env("WEBHOOKD_API_TOKEN", token)
         .env("WEBHOOKD_TENANT_TOKENS", "acme=acme-tok,globex=globex-tok")
-        .env("WEBHOOKD_ALLOW_PRIVATE_DESTINATIONS", "true")
+        // Any of true/1/yes/on, as with other services' boolean variables.
+        .env("WEBHOOKD_ALLOW_PRIVATE_DESTINATIONS", "yes")
         .env("WEBHOOK_SECRET", secret)
         .env("TARGET_URL", target.url("/webhook"))
         .env("WORKER_POLL_INTERVAL", "0.05")
