@@ -321,8 +321,19 @@ impl Endpoint {
 
     /// Checks every field; the error names the first invalid one.
     pub fn validate(&self) -> Result<()> {
-        if self.id.is_empty() || self.id.as_str().len() > 256 {
-            return Err(Error::invalid("id", "must be 1 to 256 bytes"));
+        if !crate::is_valid_id(self.id.as_str()) {
+            return Err(Error::invalid(
+                "id",
+                "must be 1 to 256 bytes without control characters",
+            ));
+        }
+        if let Some(tenant) = &self.tenant_id
+            && !crate::is_valid_id(tenant.as_str())
+        {
+            return Err(Error::invalid(
+                "tenant_id",
+                "must be 1 to 256 bytes without control characters",
+            ));
         }
         validate_url(&self.url)?;
         if let Some(secret) = &self.secret {
@@ -644,6 +655,33 @@ mod tests {
         assert!(!shown.contains("XYZ") && !shown.contains("tok1"), "{shown}");
         let plain = format!("{:?}", Endpoint::new("a", "http://[::1]/"));
         assert!(plain.contains("http://[::1]/\""), "{plain}");
+    }
+
+    #[test]
+    fn ids_and_tenants_have_no_control_characters() {
+        for (endpoint, field) in [
+            (Endpoint::new("a\r\nb", "https://x.test/"), "id"),
+            (Endpoint::new("", "https://x.test/"), "id"),
+            (Endpoint::new("x".repeat(257), "https://x.test/"), "id"),
+            (
+                Endpoint::new("a", "https://x.test/").with_tenant_id(""),
+                "tenant_id",
+            ),
+            (
+                Endpoint::new("a", "https://x.test/").with_tenant_id("t\n1"),
+                "tenant_id",
+            ),
+        ] {
+            let err = endpoint.validate().unwrap_err();
+            assert!(
+                matches!(err, Error::Invalid { field: f, .. } if f == field),
+                "{endpoint:?}: {err}"
+            );
+        }
+        Endpoint::new("orders/v2:eu~1 é", "https://x.test/")
+            .with_tenant_id("tenant_a")
+            .validate()
+            .unwrap();
     }
 
     #[test]

@@ -7,6 +7,16 @@ use std::{fmt, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
+/// Most bytes in an id.
+pub const MAX_ID_LEN: usize = 256;
+
+/// Whether `id` can be an endpoint or tenant id: 1 to [`MAX_ID_LEN`] bytes without
+/// control characters (ids appear in logs). Event ids are stricter: they are sent in
+/// the `webhook-id` header, so they are visible ASCII.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
+}
+
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*

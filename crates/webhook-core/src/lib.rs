@@ -22,7 +22,7 @@ pub use endpoint::{
 };
 pub use error::{Error, Result};
 pub use event::Event;
-pub use ids::{EndpointId, EventId, IdempotencyKey, TenantId};
+pub use ids::{EndpointId, EventId, IdempotencyKey, MAX_ID_LEN, TenantId, is_valid_id};
 pub use memory::MemoryStore;
 pub use rate::{RateLimit, TokenBucket};
 pub use retry::{RetryPolicy, Verdict};

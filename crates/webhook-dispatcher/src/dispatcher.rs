@@ -529,12 +529,20 @@ impl Shared {
         let now = Utc::now();
         if event.id.is_empty() {
             event.id = EventId::v7(now);
-        } else if event.id.as_str().len() > 256
+        } else if event.id.as_str().len() > webhook_core::MAX_ID_LEN
             || !event.id.as_str().bytes().all(|b| b.is_ascii_graphic())
         {
             return Err(Error::Invalid {
                 field: "id",
                 message: "must be 1 to 256 visible ASCII characters".to_owned(),
+            });
+        }
+        if let Some(tenant) = &event.tenant_id
+            && !webhook_core::is_valid_id(tenant.as_str())
+        {
+            return Err(Error::Invalid {
+                field: "tenant_id",
+                message: "must be 1 to 256 bytes without control characters".to_owned(),
             });
         }
         if event.event_type.as_ref().is_some_and(|t| t.len() > 256) {
