@@ -27,7 +27,7 @@ use webhook_core::{
 
 use crate::{
     DispatcherConfig, Error, Metrics, OverflowPolicy, Result, Transport,
-    endpoint_state::EndpointState,
+    endpoint_state::{EndpointState, StrictTurn},
     stats::Stats,
     telemetry,
     transport::{Outcome, Request},
@@ -36,6 +36,10 @@ use crate::{
 /// How often endpoints are reloaded from the store, to see changes made by other
 /// processes sharing it.
 const ENDPOINT_REFRESH: Duration = Duration::from_secs(1);
+
+/// How long a strict endpoint's delivery waits when another of its attempts is under
+/// way in this process (see `EndpointState::strict_turn`).
+const STRICT_BUSY_WAIT: Duration = Duration::from_millis(50);
 
 /// How long a delivery waits when its endpoint could not be loaded (a store error, or
 /// an endpoint stored in a form this process cannot use).
@@ -915,6 +919,11 @@ async fn start_delivery(shared: &Arc<Shared>, claimed: Claimed) {
         shared.finish(state, &claimed, Completion::Defer { until: Utc::now() });
         return;
     }
+    let Some(turn) = state.strict_turn() else {
+        let until = later(Utc::now(), STRICT_BUSY_WAIT);
+        shared.finish(state, &claimed, Completion::Defer { until });
+        return;
+    };
     let now = Instant::now();
     let admitted = state.admit(now).and_then(|()| {
         shared
@@ -949,7 +958,7 @@ async fn start_delivery(shared: &Arc<Shared>, claimed: Claimed) {
     }
     // Boxed: the attempt's future is a few KiB, and tokio copies a task's future
     // several times (spawn, cell, completion); a box makes those copies a pointer.
-    tokio::spawn(Box::pin(send_one(shared.clone(), state, claimed)));
+    tokio::spawn(Box::pin(send_one(shared.clone(), state, claimed, turn)));
 }
 
 /// Runs `send` unless the dispatcher abandons in-flight work first.
@@ -975,7 +984,12 @@ async fn attempt(
     }
 }
 
-async fn send_one(shared: Arc<Shared>, state: Arc<EndpointState>, claimed: Claimed) {
+async fn send_one(
+    shared: Arc<Shared>,
+    state: Arc<EndpointState>,
+    claimed: Claimed,
+    turn: StrictTurn,
+) {
     let started = Utc::now();
     let request = shared.request(
         &state,
@@ -983,7 +997,9 @@ async fn send_one(shared: Arc<Shared>, state: Arc<EndpointState>, claimed: Claim
         claimed.event.payload.clone(),
         started.timestamp(),
     );
-    let Some(outcome) = attempt(&shared, &state, claimed.event.id.as_str(), request).await else {
+    let outcome = attempt(&shared, &state, claimed.event.id.as_str(), request).await;
+    drop(turn);
+    let Some(outcome) = outcome else {
         state.release();
         shared.finish(state, &claimed, Completion::Defer { until: Utc::now() });
         return;

@@ -3,8 +3,8 @@
 
 use std::{
     sync::{
-        Mutex, MutexGuard,
-        atomic::{AtomicUsize, Ordering::Relaxed},
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
     },
     time::{Duration, Instant},
 };
@@ -30,9 +30,22 @@ pub(crate) struct EndpointState {
     bucket: Option<Mutex<TokenBucket>>,
     breaker: Mutex<CircuitBreaker>,
     pub(crate) in_flight: AtomicUsize,
+    /// A strict endpoint's attempt is under way in this process (see [`StrictTurn`]).
+    strict_busy: AtomicBool,
     /// Most deliveries in flight at once (requests times batch size).
     pub(crate) cap: usize,
     pub(crate) batch: Mutex<Vec<Claimed>>,
+}
+
+/// A strict endpoint's turn to have an attempt under way; ends when dropped.
+pub(crate) struct StrictTurn(Option<Arc<EndpointState>>);
+
+impl Drop for StrictTurn {
+    fn drop(&mut self) {
+        if let Some(state) = &self.0 {
+            state.strict_busy.store(false, Relaxed);
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -105,6 +118,7 @@ impl EndpointState {
                     .unwrap_or_else(|| config.default_circuit_breaker.clone()),
             )),
             in_flight: AtomicUsize::new(0),
+            strict_busy: AtomicBool::new(false),
             cap: per_request.saturating_mul(batch_size).max(1),
             batch: Mutex::new(Vec::new()),
             endpoint,
@@ -138,6 +152,18 @@ impl EndpointState {
             return Err(wait);
         }
         Ok(())
+    }
+
+    /// For a strict endpoint, the right to make the one attempt under way, or `None`
+    /// while another attempt of it is under way here. The store hands out one delivery
+    /// at a time in order, but an older one replayed from the dead letters comes first
+    /// in that order while a newer one may still be in flight. Other endpoints always
+    /// get a (no-op) turn.
+    pub(crate) fn strict_turn(self: &Arc<Self>) -> Option<StrictTurn> {
+        if self.endpoint.ordering != webhook_core::Ordering::Strict {
+            return Some(StrictTurn(None));
+        }
+        (!self.strict_busy.swap(true, Relaxed)).then(|| StrictTurn(Some(self.clone())))
     }
 
     /// Gives back the breaker permit of an attempt that was not made.
