@@ -335,21 +335,26 @@ mod tests {
         IdempotencyKey::new("evt".into(), "ep".into(), None)
     }
 
+    /// Completes `lease` on `d` with a 500 to retry at `next`.
+    fn fail(d: &mut Delivery, lease: &Lease, now: DateTime<Utc>, next: DateTime<Utc>) {
+        let failed = Attempt::response(now, Duration::from_millis(5), 500, b"oops");
+        d.complete(
+            lease,
+            &Completion::Retry {
+                attempt: failed,
+                next_attempt_at: next,
+            },
+            now,
+        )
+        .unwrap();
+    }
+
     #[test]
     fn counters_at_their_limits_neither_wrap_nor_panic() {
         let mut d = Delivery::new(key(), 0, t(0));
         d.attempts = u32::MAX;
         let lease = d.claim(t(0), Duration::from_secs(30)).unwrap();
-        let failed = Attempt::response(t(0), Duration::from_millis(5), 500, b"oops");
-        d.complete(
-            &lease,
-            &Completion::Retry {
-                attempt: failed,
-                next_attempt_at: t(10),
-            },
-            t(1),
-        )
-        .unwrap();
+        fail(&mut d, &lease, t(1), t(10));
         assert_eq!(d.attempts, u32::MAX, "the retry budget does not restart");
         d.lease_token = u64::MAX;
         assert!(d.claim(t(10), Duration::from_secs(30)).is_err());
@@ -367,16 +372,7 @@ mod tests {
             d.claim(t(1), Duration::from_secs(30)).is_err(),
             "in flight is not claimable"
         );
-        let failed = Attempt::response(t(0), Duration::from_millis(5), 500, b"oops");
-        d.complete(
-            &lease,
-            &Completion::Retry {
-                attempt: failed,
-                next_attempt_at: t(10),
-            },
-            t(1),
-        )
-        .unwrap();
+        fail(&mut d, &lease, t(1), t(10));
         assert_eq!(d.attempts, 1);
         assert_eq!(d.last_status, Some(500));
         assert!(!d.is_claimable(t(9)));

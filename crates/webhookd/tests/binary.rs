@@ -74,6 +74,39 @@ fn clean_env(cmd: &mut Command) -> &mut Command {
     cmd.env("RUST_LOG", "info")
 }
 
+/// `webhookd mock-receiver` answering every request 200 after up to `max_delay`
+/// seconds, verifying with `secret` if given: the child, its address and its stdout.
+fn mock_receiver(max_delay: &str, secret: Option<&str>) -> (Child, String, mpsc::Receiver<String>) {
+    let mut command = Command::new(BIN);
+    clean_env(&mut command)
+        .args([
+            "mock-receiver",
+            "--listen",
+            "127.0.0.1:0",
+            "--failure-rate",
+            "0",
+        ])
+        .args([
+            "--hang-rate",
+            "0",
+            "--max-delay",
+            max_delay,
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(secret) = secret {
+        command.env("WEBHOOK_SECRET", secret);
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let stdout = lines(child.stdout.take().unwrap());
+    let listening = wait_line(&stderr, "mock receiver listening", &mut Vec::new());
+    let addr = listening["addr"].as_str().unwrap().to_owned();
+    (child, addr, stdout)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_takes_seed_003_environment_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -155,30 +188,8 @@ async fn the_binary_takes_seed_003_environment_and_stops_cleanly_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mock_receiver_subcommand_verifies_and_logs_one_json_line_per_request() {
     let secret = webhook_sdk::generate_secret();
-    let mut child = clean_env(&mut Command::new(BIN))
-        .args([
-            "mock-receiver",
-            "--listen",
-            "127.0.0.1:0",
-            "--failure-rate",
-            "0",
-            "--hang-rate",
-            "0",
-            "--max-delay",
-            "0",
-            "--log-format",
-            "json",
-        ])
-        .env("WEBHOOK_SECRET", &secret)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = lines(child.stderr.take().unwrap());
-    let stdout = lines(child.stdout.take().unwrap());
-    let mut seen = Vec::new();
-    let listening = wait_line(&stderr, "mock receiver listening", &mut seen);
-    let url = format!("http://{}/webhook", listening["addr"].as_str().unwrap());
+    let (mut child, addr, stdout) = mock_receiver("0", Some(&secret));
+    let url = format!("http://{addr}/webhook");
 
     let body = br#"{"n":1}"#;
     let unsigned = Call::new(Method::POST, url.clone())
@@ -259,34 +270,12 @@ fn unusable_settings_stop_the_binary_before_it_creates_anything() {
 #[test]
 fn the_mock_receiver_logs_a_client_that_gave_up_as_gone() {
     use std::io::Write as _;
-    let mut child = clean_env(&mut Command::new(BIN))
-        .args([
-            "mock-receiver",
-            "--listen",
-            "127.0.0.1:0",
-            "--failure-rate",
-            "0",
-            "--hang-rate",
-            "0",
-            "--max-delay",
-            "5",
-            "--log-format",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = lines(child.stderr.take().unwrap());
-    let stdout = lines(child.stdout.take().unwrap());
-    let mut seen = Vec::new();
-    let listening = wait_line(&stderr, "mock receiver listening", &mut seen);
-    let addr = listening["addr"].as_str().unwrap();
+    let (mut child, addr, stdout) = mock_receiver("5", None);
     // The delay is random in [0, 5 s]: one long enough to give up during is certain
     // within a few requests.
     let line = (0..5)
         .find_map(|i| {
-            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            let mut stream = std::net::TcpStream::connect(&addr).unwrap();
             write!(
                 stream,
                 "POST /hook HTTP/1.1\r\nhost: x\r\nwebhook-id: gone-{i}\r\ncontent-length: 2\r\n\r\n{{}}"
