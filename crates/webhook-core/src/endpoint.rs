@@ -337,23 +337,7 @@ impl Endpoint {
         }
         validate_url(&self.url)?;
         if let Some(secret) = &self.secret {
-            let secret = secret.expose();
-            if secret.is_empty() {
-                return Err(Error::invalid("secret", "must not be empty"));
-            }
-            // A receiver's Standard Webhooks library decodes what follows `whsec_`; one
-            // that does not decode is a mistyped or truncated secret, not a raw key.
-            if secret.starts_with(webhook_sdk::WHSEC_PREFIX.as_bytes())
-                && std::str::from_utf8(secret)
-                    .ok()
-                    .and_then(webhook_sdk::SigningKey::from_base64)
-                    .is_none()
-            {
-                return Err(Error::invalid(
-                    "secret",
-                    "a secret starting with whsec_ must continue with base64",
-                ));
-            }
+            validate_secret(secret.expose())?;
         }
         EventTypeFilter::new(&self.event_types)?;
         for (name, value) in &self.headers {
@@ -492,6 +476,27 @@ fn redacted_url(url: &str) -> String {
         }
         Err(_) => "<not a URL>".to_owned(),
     }
+}
+
+/// Checks a signing secret: not empty, and base64 after a `whsec_` prefix (a
+/// receiver's Standard Webhooks library decodes what follows `whsec_`: one that does
+/// not decode is a mistyped or truncated secret, not a raw key).
+pub fn validate_secret(secret: &[u8]) -> Result<()> {
+    if secret.is_empty() {
+        return Err(Error::invalid("secret", "must not be empty"));
+    }
+    if secret.starts_with(webhook_sdk::WHSEC_PREFIX.as_bytes())
+        && std::str::from_utf8(secret)
+            .ok()
+            .and_then(webhook_sdk::SigningKey::from_base64)
+            .is_none()
+    {
+        return Err(Error::invalid(
+            "secret",
+            "a secret starting with whsec_ must continue with base64",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks that `url` is an absolute `http` or `https` URL with a host.

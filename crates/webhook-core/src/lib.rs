@@ -18,7 +18,7 @@ pub use circuit::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
 pub use delivery::{Attempt, Completion, Delivery, DeliveryState, Lease, MAX_EXCERPT_LEN, excerpt};
 pub use endpoint::{
     Batching, Compression, ContentEncoding, Endpoint, EventTypeFilter, MAX_URL_LEN, Ordering,
-    Secret, validate_url,
+    Secret, validate_secret, validate_url,
 };
 pub use error::{Error, Result};
 pub use event::Event;

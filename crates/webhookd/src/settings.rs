@@ -255,6 +255,12 @@ impl Settings {
         settings.limits.validate()?;
         settings.secret_encryption_key = args.secret_encryption_key.clone();
         settings.webhook_secret = args.webhook_secret.clone().filter(|s| !s.is_empty());
+        if let Some(secret) = &settings.webhook_secret {
+            // It signs the implicit endpoints' deliveries: refused now, not at the
+            // first event.
+            webhook_core::validate_secret(secret.as_bytes())
+                .map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
+        }
         settings.signature_scheme = args.signature_scheme.scheme();
         settings.target_url = args.target_url.clone().filter(|s| !s.is_empty());
         if let Some(url) = &settings.target_url {

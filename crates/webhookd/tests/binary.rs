@@ -241,6 +241,7 @@ fn unusable_settings_stop_the_binary_before_it_creates_anything() {
             "rediss://u:pw-1@127.0.0.1:1/",
             "rediss:// is not supported",
         ),
+        ("WEBHOOK_SECRET", "whsec_pw-1!", "WEBHOOK_SECRET"),
     ] {
         let mut child = clean_env(&mut Command::new(BIN))
             .env("WEBHOOKD_LISTEN", "127.0.0.1:0")
