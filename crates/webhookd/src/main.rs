@@ -40,7 +40,20 @@ async fn main() -> ExitCode {
                 Ok(app) => app,
                 Err(e) => return fail(&format!("cannot start: {e}")),
             };
-            match Box::pin(app.serve(listener, shutdown_signal())).await {
+            // A second SIGINT or SIGTERM during the graceful shutdown exits at once:
+            // what is in flight is delivered again once its lease expires.
+            let shutdown = async {
+                shutdown_signal().await;
+                tokio::spawn(async {
+                    shutdown_signal().await;
+                    tracing::warn!(
+                        "second signal: exiting now; deliveries in flight are sent again \
+                         once their leases expire"
+                    );
+                    std::process::exit(130);
+                });
+            };
+            match Box::pin(app.serve(listener, shutdown)).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("server failed: {e}")),
             }

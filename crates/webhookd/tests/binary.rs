@@ -293,3 +293,45 @@ fn the_mock_receiver_logs_a_client_that_gave_up_as_gone() {
     assert_eq!(line["status"], Value::Null, "{line}");
     assert!(terminate(&mut child).success());
 }
+
+/// A second SIGTERM during a graceful shutdown (held up here by a client that stopped
+/// halfway through its request) exits at once.
+#[test]
+fn a_second_signal_exits_at_once() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = clean_env(&mut Command::new(BIN))
+        .args(["--log-format", "json", "--shutdown-timeout", "60"])
+        .env("WEBHOOKD_LISTEN", "127.0.0.1:0")
+        .env("WEBHOOKD_DATA_DIR", dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let listening = wait_line(&stderr, "listening", &mut Vec::new());
+    let mut stalled = std::net::TcpStream::connect(listening["addr"].as_str().unwrap()).unwrap();
+    stalled
+        .write_all(
+            b"POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{",
+        )
+        .unwrap();
+    let signal = |child: &Child| {
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    signal(&child);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first signal waits for the request in progress"
+    );
+    signal(&child);
+    let status = common::wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130));
+    drop(stalled);
+}
