@@ -319,7 +319,8 @@ impl Endpoint {
         self
     }
 
-    /// Checks every field; the error names the first invalid one.
+    /// Checks every field of an endpoint being created or changed; the error names the
+    /// first invalid one.
     pub fn validate(&self) -> Result<()> {
         if !crate::is_valid_id(self.id.as_str()) {
             return Err(Error::invalid(
@@ -335,9 +336,23 @@ impl Endpoint {
                 "must be 1 to 256 bytes without control characters",
             ));
         }
-        validate_url(&self.url)?;
         if let Some(secret) = &self.secret {
             validate_secret(secret.expose())?;
+        }
+        self.validate_usable()
+    }
+
+    /// Checks what delivering to the endpoint needs: [`validate`](Self::validate)
+    /// without its rules on the form of ids and secrets, which endpoints stored before
+    /// those rules may break (they are still delivered as before: a `whsec_` secret
+    /// that is not base64 is used as raw bytes).
+    pub fn validate_usable(&self) -> Result<()> {
+        if self.id.is_empty() || self.id.as_str().len() > crate::MAX_ID_LEN {
+            return Err(Error::invalid("id", "must be 1 to 256 bytes"));
+        }
+        validate_url(&self.url)?;
+        if self.secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+            return Err(Error::invalid("secret", "must not be empty"));
         }
         EventTypeFilter::new(&self.event_types)?;
         for (name, value) in &self.headers {
@@ -691,6 +706,15 @@ mod tests {
             .with_tenant_id("tenant_a")
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn an_endpoint_stored_before_the_id_and_secret_rules_is_still_usable() {
+        let old = Endpoint::new("a", "https://x.test/")
+            .with_tenant_id("")
+            .with_secret("whsec_test123");
+        assert!(old.validate().is_err());
+        old.validate_usable().unwrap();
     }
 
     #[test]

@@ -407,6 +407,8 @@ impl SealingStore {
 #[async_trait]
 impl Store for SealingStore {
     async fn put_endpoint(&self, endpoint: &Endpoint) -> webhook_core::Result<()> {
+        // Checked in plaintext: the inner store only sees the sealed secret.
+        endpoint.validate()?;
         let stored = self.seal_endpoint(endpoint)?;
         self.inner.put_endpoint(&stored).await
     }
@@ -590,6 +592,25 @@ mod tests {
             let e = k.open(&a, &Secret::new(bad)).unwrap_err();
             assert!(matches!(e, webhook_core::Error::Corrupt(_)), "{bad}: {e}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_secret_is_checked_before_it_is_sealed() {
+        let inner = Arc::new(MemoryStore::new());
+        let store = SealingStore::new(inner.clone(), key(3));
+        let endpoint = Endpoint::new("ep", "https://example.com/").with_secret("whsec_not base64!");
+        let err = store.put_endpoint(&endpoint).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                webhook_core::Error::Invalid {
+                    field: "secret",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(inner.get_endpoint(&"ep".into()).await.unwrap().is_none());
     }
 
     #[tokio::test]
