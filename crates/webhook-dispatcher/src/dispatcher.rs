@@ -197,6 +197,7 @@ impl Dispatcher {
 
     /// Validates and stores an endpoint (creating or replacing it).
     pub async fn register_endpoint(&self, endpoint: Endpoint) -> Result<()> {
+        endpoint.validate()?;
         let state = EndpointState::new(endpoint, &self.shared.config, Instant::now())?;
         self.shared.store.put_endpoint(&state.endpoint).await?;
         self.shared.install(state);
@@ -398,7 +399,12 @@ impl Dispatcher {
         for endpoint in endpoints {
             let batch = endpoint.take_batch();
             if !batch.is_empty() {
-                tokio::spawn(send_batch(shared.clone(), endpoint, batch));
+                tokio::spawn(send_batch(
+                    shared.clone(),
+                    endpoint,
+                    batch,
+                    StrictTurn::FREE,
+                ));
             }
         }
         let deadline = tokio::time::Instant::now() + shared.config.shutdown_timeout;
@@ -937,9 +943,15 @@ async fn start_delivery(shared: &Arc<Shared>, claimed: Claimed) {
         return;
     }
     if state.endpoint.batching.is_some() {
+        if turn.is_held() {
+            // Strict: the store hands out one delivery at a time, so there is nothing
+            // to wait for; the batch of one goes now, holding the endpoint's turn.
+            tokio::spawn(send_batch(shared.clone(), state, vec![claimed], turn));
+            return;
+        }
         let (full, first) = state.push_batch(claimed);
         if let Some(batch) = full {
-            tokio::spawn(send_batch(shared.clone(), state, batch));
+            tokio::spawn(send_batch(shared.clone(), state, batch, turn));
         } else if first {
             let max_wait = state
                 .endpoint
@@ -950,7 +962,7 @@ async fn start_delivery(shared: &Arc<Shared>, claimed: Claimed) {
                 tokio::time::sleep(max_wait).await;
                 let batch = state.take_batch();
                 if !batch.is_empty() {
-                    send_batch(shared, state, batch).await;
+                    send_batch(shared, state, batch, turn).await;
                 }
             });
         }
@@ -1011,12 +1023,18 @@ async fn send_one(
     shared.finish(state, &claimed, completion);
 }
 
-async fn send_batch(shared: Arc<Shared>, state: Arc<EndpointState>, batch: Vec<Claimed>) {
+async fn send_batch(
+    shared: Arc<Shared>,
+    state: Arc<EndpointState>,
+    batch: Vec<Claimed>,
+    turn: StrictTurn,
+) {
     let started = Utc::now();
     let body = batch_body(&batch, started);
     let batch_id = batch_id(&batch);
     let request = shared.request(&state, &batch_id, body, started.timestamp());
     let outcome = attempt(&shared, &state, &batch_id, request).await;
+    drop(turn);
     if outcome.as_ref().is_some_and(|o| o.status == Some(410)) {
         shared.disable(&state, Utc::now()).await;
     }

@@ -40,6 +40,16 @@ pub(crate) struct EndpointState {
 /// A strict endpoint's turn to have an attempt under way; ends when dropped.
 pub(crate) struct StrictTurn(Option<Arc<EndpointState>>);
 
+impl StrictTurn {
+    /// A turn that holds nothing (endpoints without strict order).
+    pub(crate) const FREE: Self = Self(None);
+
+    /// Whether this turn is a strict endpoint's.
+    pub(crate) fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
 impl Drop for StrictTurn {
     fn drop(&mut self) {
         if let Some(state) = &self.0 {
@@ -64,7 +74,9 @@ impl EndpointState {
     }
 
     pub(crate) fn new(endpoint: Endpoint, config: &DispatcherConfig, now: Instant) -> Result<Self> {
-        endpoint.validate()?;
+        // Endpoints come from the store here, perhaps written before today's rules
+        // on ids and secrets: only what delivering needs is checked.
+        endpoint.validate_usable()?;
         let filter = EventTypeFilter::new(&endpoint.event_types)?;
         let uri = crate::transport::parse_url(&endpoint.url).map_err(|e| Error::Invalid {
             field: "url",
@@ -161,7 +173,7 @@ impl EndpointState {
     /// get a (no-op) turn.
     pub(crate) fn strict_turn(self: &Arc<Self>) -> Option<StrictTurn> {
         if self.endpoint.ordering != webhook_core::Ordering::Strict {
-            return Some(StrictTurn(None));
+            return Some(StrictTurn::FREE);
         }
         (!self.strict_busy.swap(true, Relaxed)).then(|| StrictTurn(Some(self.clone())))
     }

@@ -557,36 +557,43 @@ async fn batching_sends_one_signed_array_and_tracks_each_event() {
 
 #[tokio::test]
 async fn a_strict_endpoint_sends_a_replayed_dead_letter_only_after_the_attempt_under_way() {
-    // e0 is refused (dead at once), e1 is answered after 1.5 s, the replayed e0 at once.
-    let receiver = Receiver::start(|_, n| match n {
-        0 => Reply::status(400),
-        1 => Reply::ok().after(Duration::from_millis(1500)),
-        _ => Reply::ok(),
-    })
-    .await;
-    let dispatcher = Dispatcher::new(config());
-    let endpoint = Endpoint::new("ordered", receiver.url()).with_ordering(Ordering::Strict);
-    dispatcher.register_endpoint(endpoint).await.unwrap();
-    for id in ["e0", "e1"] {
-        dispatcher
-            .dispatch(Event::new(id, "{}"), vec!["ordered".into()])
-            .await
-            .unwrap();
+    for batched in [false, true] {
+        // e0 is refused (dead at once), e1 answered after 1.5 s, the replayed e0 at once.
+        let receiver = Receiver::start(|_, n| match n {
+            0 => Reply::status(400),
+            1 => Reply::ok().after(Duration::from_millis(1500)),
+            _ => Reply::ok(),
+        })
+        .await;
+        let dispatcher = Dispatcher::new(config());
+        let mut endpoint = Endpoint::new("ordered", receiver.url()).with_ordering(Ordering::Strict);
+        if batched {
+            endpoint = endpoint.with_batching(5, Duration::from_millis(100));
+        }
+        dispatcher.register_endpoint(endpoint).await.unwrap();
+        for id in ["e0", "e1"] {
+            dispatcher
+                .dispatch(Event::new(id, "{}"), vec!["ordered".into()])
+                .await
+                .unwrap();
+        }
+        let got = receiver.wait_for(2, WAIT).await;
+        // e1 is in flight; e0, older, comes back first in the endpoint's order.
+        assert!(
+            dispatcher
+                .replay_dlq_entry(&key("e0", "ordered"))
+                .await
+                .unwrap()
+        );
+        let got_all = receiver.wait_for(3, WAIT).await;
+        if !batched {
+            assert_eq!(support::webhook_ids(&got_all), vec!["e0", "e1", "e0"]);
+        }
+        assert!(
+            got_all[2].at >= got[1].at + Duration::from_millis(1500),
+            "batched: {batched}: the replayed e0 was sent while e1 was in flight"
+        );
     }
-    let got = receiver.wait_for(2, WAIT).await;
-    // e1 is in flight; e0, older, comes back first in the endpoint's order.
-    assert!(
-        dispatcher
-            .replay_dlq_entry(&key("e0", "ordered"))
-            .await
-            .unwrap()
-    );
-    let got_all = receiver.wait_for(3, WAIT).await;
-    assert_eq!(support::webhook_ids(&got_all), vec!["e0", "e1", "e0"]);
-    assert!(
-        got_all[2].at >= got[1].at + Duration::from_millis(1500),
-        "the replayed e0 was sent while e1 was in flight"
-    );
 }
 
 #[tokio::test]
