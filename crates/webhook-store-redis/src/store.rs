@@ -217,8 +217,14 @@ impl RedisStore {
             redactor: Arc::new(redactor),
         };
         store.ping().await?;
-        let info: String = store.query(redis::cmd("INFO").arg("server")).await?;
-        check_version(&info)?;
+        // A server that does not answer INFO (an ACL user without @dangerous, some
+        // proxies) is taken as it is.
+        if let Ok(info) = store
+            .query::<String>(redis::cmd("INFO").arg("server"))
+            .await
+        {
+            check_version(&info)?;
+        }
         Ok(store)
     }
 
@@ -476,12 +482,15 @@ impl RedisStore {
 }
 
 /// Refuses a server older than 6.2, from its `INFO server` answer: a script failing
-/// half-way on an unknown option would leave deliveries written but unscheduled.
+/// half-way on an unknown option would leave deliveries written but unscheduled. An
+/// answer without a version is taken as it is.
 fn check_version(info: &str) -> Result<()> {
-    let version = info
+    let Some(version) = info
         .lines()
         .find_map(|line| line.trim().strip_prefix("redis_version:"))
-        .ok_or_else(|| Error::Unavailable("redis: INFO server gave no redis_version".into()))?;
+    else {
+        return Ok(());
+    };
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     if (major, minor) < (6, 2) {
@@ -863,6 +872,6 @@ mod tests {
         for new in ["6.2.0", "7.0.15", "10.0.1"] {
             check_version(&info(new)).unwrap();
         }
-        assert!(check_version("# Server\r\n").is_err());
+        check_version("# Server\r\n").unwrap();
     }
 }
