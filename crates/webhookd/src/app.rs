@@ -159,7 +159,8 @@ impl App {
             } => {
                 tracing::warn!(
                     limit_secs = drain_limit.as_secs_f64(),
-                    "requests still in progress at the shutdown timeout: closing their connections"
+                    "requests still in progress at the shutdown timeout: shutting down \
+                     without waiting for them"
                 );
                 Ok(())
             }

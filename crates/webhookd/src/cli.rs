@@ -375,9 +375,8 @@ pub struct ServeArgs {
     )]
     pub circuit_breaker_open_timeout: Duration,
 
-    /// Seconds shutdown waits for API requests in flight (then closes their
-    /// connections), and then for deliveries in flight (then releases them to be
-    /// retried).
+    /// Seconds shutdown waits for API requests in flight (then stops waiting for
+    /// them), and then for deliveries in flight (then releases them to be retried).
     #[arg(
         long,
         env = "WEBHOOKD_SHUTDOWN_TIMEOUT",

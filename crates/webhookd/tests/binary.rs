@@ -294,29 +294,44 @@ fn the_mock_receiver_logs_a_client_that_gave_up_as_gone() {
     assert!(terminate(&mut child).success());
 }
 
-/// A second SIGTERM during a graceful shutdown (held up here by a client that stopped
-/// halfway through its request) exits at once.
+/// A second SIGTERM during a graceful shutdown (held up here by a delivery to a
+/// receiver that never answers) exits at once.
 #[test]
 fn a_second_signal_exits_at_once() {
-    use std::io::Write as _;
+    use std::io::{Read as _, Write as _};
     let dir = tempfile::tempdir().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut child = clean_env(&mut Command::new(BIN))
         .args(["--log-format", "json", "--shutdown-timeout", "60"])
         .env("WEBHOOKD_LISTEN", "127.0.0.1:0")
         .env("WEBHOOKD_DATA_DIR", dir.path().join("data"))
+        .env("WEBHOOKD_ALLOW_PRIVATE_DESTINATIONS", "true")
+        .env(
+            "TARGET_URL",
+            format!("http://{}/hook", silent.local_addr().unwrap()),
+        )
+        .env("HTTP_TIMEOUT", "60")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = lines(child.stderr.take().unwrap());
     let listening = wait_line(&stderr, "listening", &mut Vec::new());
-    let mut stalled = std::net::TcpStream::connect(listening["addr"].as_str().unwrap()).unwrap();
-    stalled
-        .write_all(
-            b"POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
-              content-length: 100\r\n\r\n{",
-        )
-        .unwrap();
+    let mut api = std::net::TcpStream::connect(listening["addr"].as_str().unwrap()).unwrap();
+    let body = r#"{"payload":{}}"#;
+    write!(
+        api,
+        "POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    api.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    // The delivery is under way once its request reaches the silent receiver.
+    let (mut delivery, _) = silent.accept().unwrap();
+    let _ = delivery.read(&mut [0u8; 64]).unwrap();
     let signal = |child: &Child| {
         let sent = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -328,10 +343,9 @@ fn a_second_signal_exits_at_once() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         child.try_wait().unwrap().is_none(),
-        "the first signal waits for the request in progress"
+        "the first signal waits for the delivery under way"
     );
     signal(&child);
     let status = common::wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(130));
-    drop(stalled);
 }
