@@ -37,6 +37,17 @@ fn key(event: &str, endpoint: &str) -> IdempotencyKey {
     IdempotencyKey::new(event.into(), endpoint.into(), None)
 }
 
+/// What another process sharing `store` does: stores `endpoint` and sends event `e1`
+/// to it, without this process's dispatcher knowing.
+async fn another_process_sends_e1(store: &dyn Store, endpoint: Endpoint) {
+    let id = endpoint.id.clone();
+    store.put_endpoint(&endpoint).await.unwrap();
+    store
+        .enqueue(&Event::new("e1", "{}"), &[id], chrono::Utc::now())
+        .await
+        .unwrap();
+}
+
 async fn final_state(
     dispatcher: &Dispatcher,
     key: &IdempotencyKey,
@@ -276,18 +287,11 @@ async fn an_endpoint_created_by_another_process_gets_a_lease_longer_than_its_tim
     // This process caches no endpoint yet: its leases are sized for its 2 s default.
     let dispatcher = Dispatcher::new_with_storage(config(), store.clone()).await;
     // Another process creates an endpoint with a long timeout and dispatches to it.
-    store
-        .put_endpoint(&Endpoint::new("slow", receiver.url()).with_timeout(Duration::from_secs(60)))
-        .await
-        .unwrap();
-    store
-        .enqueue(
-            &Event::new("e1", "{}"),
-            &["slow".into()],
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap();
+    another_process_sends_e1(
+        &*store,
+        Endpoint::new("slow", receiver.url()).with_timeout(Duration::from_secs(60)),
+    )
+    .await;
     receiver.wait_for(1, WAIT).await;
     let record = dispatcher
         .delivery_status(&key("e1", "slow"))
@@ -324,21 +328,12 @@ async fn a_delivery_whose_endpoint_cannot_be_loaded_goes_back_to_the_queue() {
         store.clone(),
         SealingKey::from_bytes(&[1; 32]),
     ));
-    theirs
-        .put_endpoint(
-            &Endpoint::new("sealed", receiver.url())
-                .with_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-        )
-        .await
-        .unwrap();
-    theirs
-        .enqueue(
-            &Event::new("e1", "{}"),
-            &["sealed".into()],
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap();
+    another_process_sends_e1(
+        &*theirs,
+        Endpoint::new("sealed", receiver.url())
+            .with_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+    )
+    .await;
     // This process cannot open the secret: it must not send unsigned, nor hold the
     // delivery for its whole lease (14 s here), but put it back, counted as an error.
     let ours = Arc::new(SealingStore::new(
