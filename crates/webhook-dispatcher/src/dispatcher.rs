@@ -450,9 +450,12 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn install(&self, state: EndpointState) -> Arc<EndpointState> {
-        let state = Arc::new(state);
+    fn install(&self, mut state: EndpointState) -> Arc<EndpointState> {
         let mut endpoints = self.write_endpoints();
+        if let Some(old) = endpoints.get(&state.endpoint.id) {
+            state.succeed(old);
+        }
+        let state = Arc::new(state);
         endpoints.insert(state.endpoint.id.clone(), state.clone());
         self.endpoint_changes.fetch_add(1, SeqCst);
         state
@@ -473,10 +476,16 @@ impl Shared {
         {
             let current = self.read_endpoints();
             for endpoint in stored {
-                let state = match current.get(&endpoint.id) {
+                let old = current.get(&endpoint.id);
+                let state = match old {
                     Some(s) if s.endpoint == endpoint => s.clone(),
                     _ => match EndpointState::new(endpoint.clone(), &self.config, now) {
-                        Ok(s) => Arc::new(s),
+                        Ok(mut s) => {
+                            if let Some(old) = old {
+                                s.succeed(old);
+                            }
+                            Arc::new(s)
+                        }
                         Err(e) => {
                             telemetry::endpoint_unusable(&endpoint.id, &e);
                             continue;

@@ -29,9 +29,12 @@ pub(crate) struct EndpointState {
     pub(crate) compression: Option<(Encoding, usize)>,
     bucket: Option<Mutex<TokenBucket>>,
     breaker: Mutex<CircuitBreaker>,
-    pub(crate) in_flight: AtomicUsize,
-    /// A strict endpoint's attempt is under way in this process (see [`StrictTurn`]).
-    strict_busy: AtomicBool,
+    /// Deliveries of this endpoint in flight here; shared with the states that replace
+    /// this one when the endpoint changes (see [`EndpointState::succeed`]).
+    pub(crate) in_flight: Arc<AtomicUsize>,
+    /// A strict endpoint's attempt is under way in this process (see [`StrictTurn`]);
+    /// shared like `in_flight`.
+    strict_busy: Arc<AtomicBool>,
     /// Most deliveries in flight at once (requests times batch size).
     pub(crate) cap: usize,
     pub(crate) batch: Mutex<Vec<Claimed>>,
@@ -129,12 +132,20 @@ impl EndpointState {
                     .clone()
                     .unwrap_or_else(|| config.default_circuit_breaker.clone()),
             )),
-            in_flight: AtomicUsize::new(0),
-            strict_busy: AtomicBool::new(false),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            strict_busy: Arc::new(AtomicBool::new(false)),
             cap: per_request.saturating_mul(batch_size).max(1),
             batch: Mutex::new(Vec::new()),
             endpoint,
         })
+    }
+
+    /// Takes over the work under way of `old`, the state of the same endpoint before a
+    /// change: its attempts in flight still count against the cap, and a strict
+    /// endpoint's attempt under way still holds its turn.
+    pub(crate) fn succeed(&mut self, old: &Self) {
+        self.in_flight = old.in_flight.clone();
+        self.strict_busy = old.strict_busy.clone();
     }
 
     /// How many more deliveries this endpoint can take now without deferring.

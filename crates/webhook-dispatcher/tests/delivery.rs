@@ -552,7 +552,9 @@ async fn batching_sends_one_signed_array_and_tracks_each_event() {
 
 #[tokio::test]
 async fn a_strict_endpoint_sends_a_replayed_dead_letter_only_after_the_attempt_under_way() {
-    for batched in [false, true] {
+    // `changed`: the endpoint is changed while e1 is in flight; the attempt under way
+    // still holds the endpoint's turn.
+    for (batched, changed) in [(false, false), (true, false), (false, true)] {
         // e0 is refused (dead at once), e1 answered after 1.5 s, the replayed e0 at once.
         let receiver = Receiver::start(|_, n| match n {
             0 => Reply::status(400),
@@ -565,7 +567,10 @@ async fn a_strict_endpoint_sends_a_replayed_dead_letter_only_after_the_attempt_u
         if batched {
             endpoint = endpoint.with_batching(5, Duration::from_millis(100));
         }
-        dispatcher.register_endpoint(endpoint).await.unwrap();
+        dispatcher
+            .register_endpoint(endpoint.clone())
+            .await
+            .unwrap();
         for id in ["e0", "e1"] {
             dispatcher
                 .dispatch(Event::new(id, "{}"), vec!["ordered".into()])
@@ -573,6 +578,12 @@ async fn a_strict_endpoint_sends_a_replayed_dead_letter_only_after_the_attempt_u
                 .unwrap();
         }
         let got = receiver.wait_for(2, WAIT).await;
+        if changed {
+            dispatcher
+                .register_endpoint(endpoint.with_header("x-version", "2"))
+                .await
+                .unwrap();
+        }
         // e1 is in flight; e0, older, comes back first in the endpoint's order.
         assert!(
             dispatcher
@@ -586,7 +597,7 @@ async fn a_strict_endpoint_sends_a_replayed_dead_letter_only_after_the_attempt_u
         }
         assert!(
             got_all[2].at >= got[1].at + Duration::from_millis(1500),
-            "batched: {batched}: the replayed e0 was sent while e1 was in flight"
+            "batched: {batched}, changed: {changed}: the replayed e0 was sent while e1 was in flight"
         );
     }
 }
