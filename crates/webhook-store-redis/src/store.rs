@@ -332,9 +332,21 @@ impl RedisStore {
 
     /// Maps a failed call's error, dropping its connection from the shared slot when
     /// the connection may be broken (it then goes back to the pool, whose health check
-    /// replaces it).
+    /// replaces it). A connection to a server that is no longer a writable primary
+    /// (`READONLY`, `MASTERDOWN`: after a failover that moved the primary's DNS name
+    /// elsewhere) is closed instead: it would pass the health check, and only a new
+    /// connection reaches the new primary.
     fn failed(&self, conn: &Conn, e: &RedisError) -> Error {
-        if e.is_io_error()
+        use redis::{ErrorKind, ServerErrorKind};
+        if matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+        ) {
+            let held = self.shared.slot(conn.slot).take();
+            if let Some(held) = held {
+                drop(Connection::take(held));
+            }
+        } else if e.is_io_error()
             || e.is_connection_dropped()
             || e.is_timeout()
             || e.is_unrecoverable_error()

@@ -1,5 +1,6 @@
 //! A Redis restart: calls fail fast with `Unavailable` while it is down, and succeed
-//! again, with the data, once it is back (append-only file).
+//! again, with the data, once it is back (append-only file). A server that stops
+//! being the primary: the store lets go of its connection.
 
 mod support;
 
@@ -244,4 +245,81 @@ async fn calls_time_out_while_redis_does_not_answer() {
     // The timed-out claim may have been applied (its lease then holds the delivery).
     let claimed = claimed.unwrap();
     assert!(claimed.len() <= 1);
+}
+
+/// Connections to `server` other than the one asking (named `probe`).
+fn store_connections(server: &Server) -> usize {
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut conn = client.get_connection().expect("probe connection");
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("probe")
+        .query::<()>(&mut conn)
+        .expect("name the probe");
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut conn)
+        .expect("client list");
+    list.lines().filter(|l| !l.contains("name=probe")).count()
+}
+
+fn command(server: &Server, args: &[&str]) {
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut conn = client.get_connection().expect("connection");
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query::<()>(&mut conn).expect("command");
+}
+
+/// After a failover behind one DNS name, the name leads to the new primary while the
+/// store's open connection still reaches the old one, now a read-only replica: the
+/// store closes that connection (a health check would pass it) so that its next
+/// connection reaches the primary. Here the server the store uses turns replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_to_a_server_turned_replica_is_closed() {
+    let old_primary = Server::new();
+    let new_primary = Server::new();
+    let store = RedisStore::connect(&old_primary.url(), "failover")
+        .await
+        .expect("connect");
+    store
+        .put_endpoint(&Endpoint::new("x", "https://example.test/hook"))
+        .await
+        .unwrap();
+    assert!(
+        store_connections(&old_primary) > 0,
+        "the store's connections"
+    );
+
+    command(
+        &old_primary,
+        &["REPLICAOF", "127.0.0.1", &new_primary.port.to_string()],
+    );
+    // Enough calls to meet each of the store's connections.
+    for _ in 0..8 {
+        let refused = store
+            .put_endpoint(&Endpoint::new("y", "https://example.test/hook"))
+            .await;
+        assert!(
+            matches!(refused, Err(Error::Unavailable(_))),
+            "a write to a replica: {refused:?}"
+        );
+    }
+    let deadline = Instant::now() + BOUND;
+    while store_connections(&old_primary) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the connection to the replica is still open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Writable again (as the new primary would be): the next call connects anew.
+    command(&old_primary, &["REPLICAOF", "NO", "ONE"]);
+    store
+        .put_endpoint(&Endpoint::new("y", "https://example.test/hook"))
+        .await
+        .expect("a new connection");
 }
