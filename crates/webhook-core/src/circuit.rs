@@ -112,13 +112,28 @@ enum Inner {
 ///   `success_threshold` consecutive successes close it, any failure opens it again and
 ///   restarts the timer.
 ///
-/// Outcomes reported while open are ignored (they belong to requests admitted before it
-/// opened). Permits are not tracked individually: in half-open, any outcome or
-/// [`release`](Self::release) frees one trial slot.
+/// Each request let through carries a [`Permit`], handed back with its outcome. Only
+/// outcomes of the current half-open phase's trials decide it: outcomes of requests
+/// let through before it (while closed, or in an earlier half-open phase) are ignored
+/// while open or half-open, as they say nothing about the endpoint since it opened.
 #[derive(Clone, Debug)]
 pub struct CircuitBreaker {
     config: CircuitBreakerConfig,
     inner: Inner,
+    /// How many times the breaker has opened: the half-open phase after the `n`th
+    /// opening admits trials of round `n`.
+    opened: u64,
+}
+
+/// A request let through by [`CircuitBreaker::try_acquire`]; its outcome is reported
+/// with it ([`on_success`](CircuitBreaker::on_success),
+/// [`on_failure`](CircuitBreaker::on_failure)), or it is given back unused
+/// ([`release`](CircuitBreaker::release)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "report the outcome of the request, or release the permit"]
+pub struct Permit {
+    /// The half-open round this request is a trial of; `None` if let through closed.
+    trial: Option<u64>,
 }
 
 impl CircuitBreaker {
@@ -127,6 +142,7 @@ impl CircuitBreaker {
         Self {
             config,
             inner: Inner::Closed { failures: 0 },
+            opened: 0,
         }
     }
 
@@ -145,13 +161,13 @@ impl CircuitBreaker {
     /// # Errors
     /// `Err(wait)` if the request must not be sent: when open, `wait` is the time left until
     /// the breaker turns half-open (at most [`MAX_OPEN_TIMEOUT`]); when half-open with
-    /// every trial slot taken, it is [`HALF_OPEN_BUSY_WAIT`]. A granted request must be followed by
-    /// [`on_success`](Self::on_success), [`on_failure`](Self::on_failure) or
-    /// [`release`](Self::release).
-    pub fn try_acquire(&mut self, now: Instant) -> Result<(), Duration> {
+    /// every trial slot taken, it is [`HALF_OPEN_BUSY_WAIT`]. A granted request's permit
+    /// must be handed back to [`on_success`](Self::on_success),
+    /// [`on_failure`](Self::on_failure) or [`release`](Self::release).
+    pub fn try_acquire(&mut self, now: Instant) -> Result<Permit, Duration> {
         self.inner = self.current(now);
         match &mut self.inner {
-            Inner::Closed { .. } => Ok(()),
+            Inner::Closed { .. } => Ok(Permit { trial: None }),
             Inner::Open { since } => Err(self
                 .config
                 .open_timeout
@@ -160,7 +176,9 @@ impl CircuitBreaker {
             Inner::HalfOpen { in_flight, .. } => {
                 if *in_flight < self.config.half_open_max_requests {
                     *in_flight += 1;
-                    Ok(())
+                    Ok(Permit {
+                        trial: Some(self.opened),
+                    })
                 } else {
                     Err(HALF_OPEN_BUSY_WAIT)
                 }
@@ -168,14 +186,19 @@ impl CircuitBreaker {
         }
     }
 
-    /// Records a successful request.
-    pub fn on_success(&mut self, now: Instant) {
+    /// Whether `permit` is a trial of the current half-open round.
+    fn is_trial(&self, permit: Permit) -> bool {
+        permit.trial == Some(self.opened)
+    }
+
+    /// Records the success of the request let through with `permit`.
+    pub fn on_success(&mut self, permit: Permit, now: Instant) {
         self.inner = match self.current(now) {
             Inner::Closed { .. } => Inner::Closed { failures: 0 },
             Inner::HalfOpen {
                 successes,
                 in_flight,
-            } => {
+            } if self.is_trial(permit) => {
                 let successes = successes.saturating_add(1);
                 if successes >= self.config.success_threshold {
                     Inner::Closed { failures: 0 }
@@ -186,32 +209,43 @@ impl CircuitBreaker {
                     }
                 }
             }
-            open @ Inner::Open { .. } => open,
+            // Open, or half-open and not one of its trials.
+            other => other,
         };
     }
 
-    /// Records a failed request.
-    pub fn on_failure(&mut self, now: Instant) {
+    /// Records the failure of the request let through with `permit`.
+    pub fn on_failure(&mut self, permit: Permit, now: Instant) {
         self.inner = match self.current(now) {
             Inner::Closed { failures } => {
                 let failures = failures.saturating_add(1);
                 if failures >= self.config.failure_threshold {
-                    Inner::Open { since: now }
+                    self.open(now)
                 } else {
                     Inner::Closed { failures }
                 }
             }
-            Inner::HalfOpen { .. } => Inner::Open { since: now },
-            open @ Inner::Open { .. } => open,
+            Inner::HalfOpen { .. } if self.is_trial(permit) => self.open(now),
+            // Open, or half-open and not one of its trials.
+            other => other,
         };
     }
 
     /// Gives back a granted request that was not sent (e.g. deferred), so it does not hold
     /// a half-open trial slot. Records no outcome.
-    pub fn release(&mut self) {
-        if let Inner::HalfOpen { in_flight, .. } = &mut self.inner {
+    pub fn release(&mut self, permit: Permit) {
+        let trial = self.is_trial(permit);
+        if let Inner::HalfOpen { in_flight, .. } = &mut self.inner
+            && trial
+        {
             *in_flight = in_flight.saturating_sub(1);
         }
+    }
+
+    /// Opens the breaker at `now`, beginning a new round.
+    fn open(&mut self, now: Instant) -> Inner {
+        self.opened = self.opened.wrapping_add(1);
+        Inner::Open { since: now }
     }
 
     /// The inner state at `now`, with an expired open state turned half-open.
@@ -288,49 +322,62 @@ mod tests {
         let mut b = CircuitBreaker::new(config(3, 2, 1000, 2));
         assert_eq!(b.state(t0), CircuitState::Closed);
         // A success resets the failure count.
-        b.on_failure(t0);
-        b.on_failure(t0);
-        b.on_success(t0);
-        b.on_failure(t0);
-        b.on_failure(t0);
+        let p = b.try_acquire(t0).unwrap();
+        b.on_failure(p, t0);
+        b.on_failure(p, t0);
+        b.on_success(p, t0);
+        b.on_failure(p, t0);
+        b.on_failure(p, t0);
         assert_eq!(b.state(t0), CircuitState::Closed);
-        b.on_failure(ms(100));
+        let late = b.try_acquire(ms(100)).unwrap();
+        b.on_failure(p, ms(100));
         assert_eq!(b.state(ms(100)), CircuitState::Open);
         assert_eq!(b.try_acquire(ms(400)), Err(Duration::from_millis(700)));
         // Timeout passed: half-open, two trial slots.
         assert_eq!(b.state(ms(1100)), CircuitState::HalfOpen);
-        assert_eq!(b.try_acquire(ms(1100)), Ok(()));
-        assert_eq!(b.try_acquire(ms(1100)), Ok(()));
+        let t1 = b.try_acquire(ms(1100)).unwrap();
+        let t2 = b.try_acquire(ms(1100)).unwrap();
         assert_eq!(b.try_acquire(ms(1100)), Err(HALF_OPEN_BUSY_WAIT));
-        b.release();
-        assert_eq!(b.try_acquire(ms(1100)), Ok(()));
+        b.release(t2);
+        let t2 = b.try_acquire(ms(1100)).unwrap();
+        // A request let through while closed answers late: it is no trial, and
+        // neither closes nor reopens the breaker, nor frees a trial slot.
+        b.on_success(late, ms(1150));
+        b.on_success(late, ms(1150));
+        b.on_failure(late, ms(1150));
+        assert_eq!(b.state(ms(1150)), CircuitState::HalfOpen);
+        assert_eq!(b.try_acquire(ms(1150)), Err(HALF_OPEN_BUSY_WAIT));
         // A failing trial reopens and restarts the timer.
-        b.on_failure(ms(1200));
+        b.on_failure(t1, ms(1200));
         assert_eq!(b.state(ms(2100)), CircuitState::Open);
         assert_eq!(b.try_acquire(ms(2100)), Err(Duration::from_millis(100)));
-        // The other outstanding trial's outcome is ignored while open.
-        b.on_success(ms(2150));
+        // The other trial's outcome is ignored while open, and in the next round.
+        b.on_success(t2, ms(2150));
         assert_eq!(b.state(ms(2150)), CircuitState::Open);
-        assert_eq!(b.try_acquire(ms(2200)), Ok(()));
-        b.on_success(ms(2210));
+        let t3 = b.try_acquire(ms(2200)).unwrap();
+        b.on_success(t2, ms(2205));
+        b.on_failure(t2, ms(2205));
+        assert_eq!(b.state(ms(2205)), CircuitState::HalfOpen);
+        b.on_success(t3, ms(2210));
         assert_eq!(b.state(ms(2210)), CircuitState::HalfOpen);
-        assert_eq!(b.try_acquire(ms(2220)), Ok(()));
-        b.on_success(ms(2230));
+        let t4 = b.try_acquire(ms(2220)).unwrap();
+        b.on_success(t4, ms(2230));
         assert_eq!(b.state(ms(2230)), CircuitState::Closed);
         // Time going backwards does not close or open anything.
-        assert_eq!(b.try_acquire(t0), Ok(()));
+        assert!(b.try_acquire(t0).is_ok());
     }
 
     #[derive(Clone, Copy, Debug)]
     enum Op {
         Acquire,
-        Success,
-        Failure,
-        Release,
+        /// Outcomes and releases name an outstanding permit (modulo their number).
+        Success(usize),
+        Failure(usize),
+        Release(usize),
         Advance(u64),
     }
 
-    /// Reference model on an integer millisecond clock.
+    /// Reference model on an integer millisecond clock; `round` counts openings.
     #[derive(Clone, Copy, Debug, PartialEq)]
     enum Model {
         Closed(u32),
@@ -341,9 +388,9 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             3 => Just(Op::Acquire),
-            2 => Just(Op::Success),
-            3 => Just(Op::Failure),
-            1 => Just(Op::Release),
+            2 => any::<usize>().prop_map(Op::Success),
+            3 => any::<usize>().prop_map(Op::Failure),
+            1 => any::<usize>().prop_map(Op::Release),
             2 => (0u64..150).prop_map(Op::Advance),
         ]
     }
@@ -361,6 +408,9 @@ mod tests {
             let t0 = Instant::now();
             let mut b = CircuitBreaker::new(cfg);
             let mut m = Model::Closed(0);
+            let mut round = 0u64;
+            // Outstanding permits, with the round each is a trial of (None: closed).
+            let mut permits: Vec<(Permit, Option<u64>)> = Vec::new();
             let mut t = 0u64;
             for op in ops {
                 if let Op::Advance(d) = op {
@@ -373,45 +423,57 @@ mod tests {
                 {
                     m = Model::HalfOpen { ok: 0, out: 0 };
                 }
+                let mut take = |i: usize| (!permits.is_empty()).then(|| permits.remove(i % permits.len()));
                 match op {
                     Op::Advance(_) => {}
                     Op::Acquire => {
                         let got = b.try_acquire(now);
                         match &mut m {
-                            Model::Closed(_) => prop_assert_eq!(got, Ok(())),
+                            Model::Closed(_) => {
+                                prop_assert!(got.is_ok());
+                                permits.push((got.unwrap(), None));
+                            }
                             Model::Open(at) => prop_assert_eq!(
                                 got,
                                 Err(Duration::from_millis(timeout - (t - *at)))
                             ),
                             Model::HalfOpen { out, .. } if *out < trials => {
-                                prop_assert_eq!(got, Ok(()));
+                                prop_assert!(got.is_ok());
                                 *out += 1;
+                                permits.push((got.unwrap(), Some(round)));
                             }
                             Model::HalfOpen { .. } => prop_assert_eq!(got, Err(HALF_OPEN_BUSY_WAIT)),
                         }
                     }
-                    Op::Success => {
-                        b.on_success(now);
+                    Op::Success(i) => {
+                        let Some((permit, trial)) = take(i) else { continue };
+                        b.on_success(permit, now);
+                        let current = trial == Some(round);
                         m = match m {
                             Model::Closed(_) => Model::Closed(0),
-                            Model::HalfOpen { ok, .. } if ok + 1 >= successes => Model::Closed(0),
-                            Model::HalfOpen { ok, out } => Model::HalfOpen { ok: ok + 1, out: out.saturating_sub(1) },
-                            open => open,
+                            Model::HalfOpen { ok, .. } if current && ok + 1 >= successes => Model::Closed(0),
+                            Model::HalfOpen { ok, out } if current => Model::HalfOpen { ok: ok + 1, out: out - 1 },
+                            other => other,
                         };
                     }
-                    Op::Failure => {
-                        b.on_failure(now);
+                    Op::Failure(i) => {
+                        let Some((permit, trial)) = take(i) else { continue };
+                        b.on_failure(permit, now);
+                        let current = trial == Some(round);
                         m = match m {
-                            Model::Closed(f) if f + 1 >= failures => Model::Open(t),
+                            Model::Closed(f) if f + 1 >= failures => { round += 1; Model::Open(t) }
                             Model::Closed(f) => Model::Closed(f + 1),
-                            Model::HalfOpen { .. } => Model::Open(t),
-                            open => open,
+                            Model::HalfOpen { .. } if current => { round += 1; Model::Open(t) }
+                            other => other,
                         };
                     }
-                    Op::Release => {
-                        b.release();
-                        if let Model::HalfOpen { out, .. } = &mut m {
-                            *out = out.saturating_sub(1);
+                    Op::Release(i) => {
+                        let Some((permit, trial)) = take(i) else { continue };
+                        b.release(permit);
+                        if let Model::HalfOpen { out, .. } = &mut m
+                            && trial == Some(round)
+                        {
+                            *out -= 1;
                         }
                     }
                 }
@@ -429,6 +491,9 @@ mod tests {
                     (Inner::HalfOpen { successes, in_flight }, Model::HalfOpen { ok, out }) => {
                         prop_assert_eq!((successes, in_flight), (ok, out));
                         prop_assert!(in_flight <= trials);
+                        // The trial slots taken are exactly the current round's permits.
+                        let held = permits.iter().filter(|(_, r)| *r == Some(round)).count();
+                        prop_assert_eq!(in_flight as usize, held);
                     }
                     (inner, m) => prop_assert!(false, "{inner:?} vs model {m:?}"),
                 }

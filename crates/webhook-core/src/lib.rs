@@ -14,7 +14,7 @@ pub mod retry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use circuit::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
+pub use circuit::{CircuitBreaker, CircuitBreakerConfig, CircuitState, Permit};
 pub use delivery::{Attempt, Completion, Delivery, DeliveryState, Lease, MAX_EXCERPT_LEN, excerpt};
 pub use endpoint::{
     Batching, Compression, ContentEncoding, Endpoint, EventTypeFilter, MAX_URL_LEN, Ordering,

@@ -411,7 +411,10 @@ proptest! {
         let mut breaker = CircuitBreaker::new(config);
         let t0 = Instant::now();
         for i in 0..5 {
-            breaker.on_failure(t0 + Duration::from_millis(i));
+            let at = t0 + Duration::from_millis(i);
+            if let Ok(permit) = breaker.try_acquire(at) {
+                breaker.on_failure(permit, at);
+            }
         }
         let later = t0 + Duration::from_millis(elapsed_ms);
         if let Err(wait) = breaker.try_acquire(later) {
@@ -490,7 +493,8 @@ fn absurd_delays_are_refused_and_capped() {
     let mut breaker = CircuitBreaker::new(config);
     let t0 = Instant::now();
     for _ in 0..5 {
-        breaker.on_failure(t0);
+        let permit = breaker.try_acquire(t0).expect("closed");
+        breaker.on_failure(permit, t0);
     }
     assert_eq!(breaker.try_acquire(t0), Err(MAX_OPEN_TIMEOUT));
 }

@@ -21,7 +21,7 @@ use tokio::{
 use webhook_core::{
     Attempt, ClaimRequest, Claimed, Completion, DeadLetterQuery, Delivery, DeliveryRecord,
     Endpoint, EndpointId, Event, EventId, EventRecord, Finished, IdempotencyKey, MemoryStore,
-    Store, TenantId, TokenBucket,
+    Permit, Store, TenantId, TokenBucket,
     retry::{Decision, Verdict, classify_status, parse_retry_after},
 };
 
@@ -699,6 +699,7 @@ impl Shared {
     fn judge(
         &self,
         state: &EndpointState,
+        permit: Permit,
         delivery: &Delivery,
         outcome: &Outcome,
         started: DateTime<Utc>,
@@ -718,9 +719,9 @@ impl Shared {
         };
         let clock = Instant::now();
         match (verdict, outcome.status) {
-            (Verdict::Retry, Some(429)) => state.release(),
-            (Verdict::Retry, _) => state.on_failure(clock),
-            _ => state.on_success(clock),
+            (Verdict::Retry, Some(429)) => state.release(permit),
+            (Verdict::Retry, _) => state.on_failure(permit, clock),
+            _ => state.on_success(permit, clock),
         }
         match verdict {
             Verdict::Success => Completion::Delivered { attempt },
@@ -940,25 +941,34 @@ async fn start_delivery(shared: &Arc<Shared>, claimed: Claimed) {
         return;
     };
     let now = Instant::now();
-    let admitted = state.admit(now).and_then(|()| {
+    let admitted = state.admit(now).and_then(|permit| {
         shared
             .admit_tenant(claimed.event.tenant_id.as_ref(), now)
-            .inspect_err(|_| state.release())
+            .map(|()| permit)
+            .inspect_err(|_| state.release(permit))
     });
-    if let Err(wait) = admitted {
-        Stats::bump(&shared.stats.deferred, 1);
-        let until = later(Utc::now(), wait);
-        shared.finish(state, &claimed, Completion::Defer { until });
-        return;
-    }
+    let permit = match admitted {
+        Ok(permit) => permit,
+        Err(wait) => {
+            Stats::bump(&shared.stats.deferred, 1);
+            let until = later(Utc::now(), wait);
+            shared.finish(state, &claimed, Completion::Defer { until });
+            return;
+        }
+    };
     if state.endpoint.batching.is_some() {
         if turn.is_held() {
             // Strict: the store hands out one delivery at a time, so there is nothing
             // to wait for; the batch of one goes now, holding the endpoint's turn.
-            tokio::spawn(send_batch(shared.clone(), state, vec![claimed], turn));
+            tokio::spawn(send_batch(
+                shared.clone(),
+                state,
+                vec![(claimed, permit)],
+                turn,
+            ));
             return;
         }
-        let (full, first) = state.push_batch(claimed);
+        let (full, first) = state.push_batch(claimed, permit);
         if let Some(batch) = full {
             tokio::spawn(send_batch(shared.clone(), state, batch, turn));
         } else if first {
@@ -979,7 +989,13 @@ async fn start_delivery(shared: &Arc<Shared>, claimed: Claimed) {
     }
     // Boxed: the attempt's future is a few KiB, and tokio copies a task's future
     // several times (spawn, cell, completion); a box makes those copies a pointer.
-    tokio::spawn(Box::pin(send_one(shared.clone(), state, claimed, turn)));
+    tokio::spawn(Box::pin(send_one(
+        shared.clone(),
+        state,
+        claimed,
+        permit,
+        turn,
+    )));
 }
 
 /// Runs `send` unless the dispatcher abandons in-flight work first.
@@ -1009,6 +1025,7 @@ async fn send_one(
     shared: Arc<Shared>,
     state: Arc<EndpointState>,
     claimed: Claimed,
+    permit: Permit,
     turn: StrictTurn,
 ) {
     let started = Utc::now();
@@ -1021,11 +1038,11 @@ async fn send_one(
     let outcome = attempt(&shared, &state, claimed.event.id.as_str(), request).await;
     drop(turn);
     let Some(outcome) = outcome else {
-        state.release();
+        state.release(permit);
         shared.finish(state, &claimed, Completion::Defer { until: Utc::now() });
         return;
     };
-    let completion = shared.judge(&state, &claimed.delivery, &outcome, started);
+    let completion = shared.judge(&state, permit, &claimed.delivery, &outcome, started);
     if outcome.status == Some(410) {
         shared.disable(&state, Utc::now()).await;
     }
@@ -1035,9 +1052,10 @@ async fn send_one(
 async fn send_batch(
     shared: Arc<Shared>,
     state: Arc<EndpointState>,
-    batch: Vec<Claimed>,
+    batch: Vec<(Claimed, Permit)>,
     turn: StrictTurn,
 ) {
+    let (batch, permits): (Vec<Claimed>, Vec<Permit>) = batch.into_iter().unzip();
     let started = Utc::now();
     let body = batch_body(&batch, started);
     let batch_id = batch_id(&batch);
@@ -1047,10 +1065,13 @@ async fn send_batch(
     if outcome.as_ref().is_some_and(|o| o.status == Some(410)) {
         shared.disable(&state, Utc::now()).await;
     }
-    for claimed in &batch {
+    for (claimed, permit) in batch.iter().zip(permits) {
         let completion = match &outcome {
-            Some(outcome) => shared.judge(&state, &claimed.delivery, outcome, started),
-            None => Completion::Defer { until: Utc::now() },
+            Some(outcome) => shared.judge(&state, permit, &claimed.delivery, outcome, started),
+            None => {
+                state.release(permit);
+                Completion::Defer { until: Utc::now() }
+            }
         };
         shared.finish(state.clone(), claimed, completion);
     }

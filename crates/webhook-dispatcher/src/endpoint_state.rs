@@ -11,7 +11,8 @@ use std::{
 
 use http::{HeaderName, HeaderValue};
 use webhook_core::{
-    CircuitBreaker, CircuitState, Claimed, Endpoint, EventTypeFilter, RetryPolicy, TokenBucket,
+    CircuitBreaker, CircuitState, Claimed, Endpoint, EventTypeFilter, Permit, RetryPolicy,
+    TokenBucket,
 };
 use webhook_sdk::SigningKey;
 
@@ -37,7 +38,8 @@ pub(crate) struct EndpointState {
     strict_busy: Arc<AtomicBool>,
     /// Most deliveries in flight at once (requests times batch size).
     pub(crate) cap: usize,
-    pub(crate) batch: Mutex<Vec<Claimed>>,
+    /// Deliveries waiting for a batch to fill, with their breaker permits.
+    pub(crate) batch: Mutex<Vec<(Claimed, Permit)>>,
 }
 
 /// A strict endpoint's turn to have an attempt under way; ends when dropped.
@@ -165,16 +167,16 @@ impl EndpointState {
     }
 
     /// Takes a rate-limit token and a breaker permit, or says how long to wait.
-    pub(crate) fn admit(&self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn admit(&self, now: Instant) -> Result<Permit, Duration> {
         let mut breaker = lock(&self.breaker);
-        breaker.try_acquire(now)?;
+        let permit = breaker.try_acquire(now)?;
         if let Some(bucket) = &self.bucket
             && let Err(wait) = lock(bucket).try_acquire(now)
         {
-            breaker.release();
+            breaker.release(permit);
             return Err(wait);
         }
-        Ok(())
+        Ok(permit)
     }
 
     /// For a strict endpoint, the right to make the one attempt under way, or `None`
@@ -190,25 +192,29 @@ impl EndpointState {
     }
 
     /// Gives back the breaker permit of an attempt that was not made.
-    pub(crate) fn release(&self) {
-        lock(&self.breaker).release();
+    pub(crate) fn release(&self, permit: Permit) {
+        lock(&self.breaker).release(permit);
     }
 
-    pub(crate) fn on_success(&self, now: Instant) {
-        lock(&self.breaker).on_success(now);
+    pub(crate) fn on_success(&self, permit: Permit, now: Instant) {
+        lock(&self.breaker).on_success(permit, now);
     }
 
-    pub(crate) fn on_failure(&self, now: Instant) {
-        lock(&self.breaker).on_failure(now);
+    pub(crate) fn on_failure(&self, permit: Permit, now: Instant) {
+        lock(&self.breaker).on_failure(permit, now);
     }
 
     /// Adds a claimed delivery to the batch; returns the batch if it is now full,
     /// and whether it was the first (so a flush timer must be armed).
-    pub(crate) fn push_batch(&self, claimed: Claimed) -> (Option<Vec<Claimed>>, bool) {
+    pub(crate) fn push_batch(
+        &self,
+        claimed: Claimed,
+        permit: Permit,
+    ) -> (Option<Vec<(Claimed, Permit)>>, bool) {
         let max = self.endpoint.batching.map_or(1, |b| b.max_events as usize);
         let mut batch = lock(&self.batch);
         let first = batch.is_empty();
-        batch.push(claimed);
+        batch.push((claimed, permit));
         if batch.len() >= max {
             (Some(std::mem::take(&mut *batch)), first)
         } else {
@@ -216,7 +222,7 @@ impl EndpointState {
         }
     }
 
-    pub(crate) fn take_batch(&self) -> Vec<Claimed> {
+    pub(crate) fn take_batch(&self) -> Vec<(Claimed, Permit)> {
         std::mem::take(&mut *lock(&self.batch))
     }
 }
