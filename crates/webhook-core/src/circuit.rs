@@ -129,7 +129,9 @@ pub struct CircuitBreaker {
 /// with it ([`on_success`](CircuitBreaker::on_success),
 /// [`on_failure`](CircuitBreaker::on_failure)), or it is given back unused
 /// ([`release`](CircuitBreaker::release)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Not `Clone`: each permit is handed back once.
+#[derive(Debug, PartialEq, Eq)]
 #[must_use = "report the outcome of the request, or release the permit"]
 pub struct Permit {
     /// The half-open round this request is a trial of; `None` if let through closed.
@@ -186,19 +188,24 @@ impl CircuitBreaker {
         }
     }
 
-    /// Whether `permit` is a trial of the current half-open round.
+    /// Whether `permit` is a trial of the current half-open round (it is used up).
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "a permit is used up when handed back"
+    )]
     fn is_trial(&self, permit: Permit) -> bool {
         permit.trial == Some(self.opened)
     }
 
     /// Records the success of the request let through with `permit`.
     pub fn on_success(&mut self, permit: Permit, now: Instant) {
+        let trial = self.is_trial(permit);
         self.inner = match self.current(now) {
             Inner::Closed { .. } => Inner::Closed { failures: 0 },
             Inner::HalfOpen {
                 successes,
                 in_flight,
-            } if self.is_trial(permit) => {
+            } if trial => {
                 let successes = successes.saturating_add(1);
                 if successes >= self.config.success_threshold {
                     Inner::Closed { failures: 0 }
@@ -216,6 +223,7 @@ impl CircuitBreaker {
 
     /// Records the failure of the request let through with `permit`.
     pub fn on_failure(&mut self, permit: Permit, now: Instant) {
+        let trial = self.is_trial(permit);
         self.inner = match self.current(now) {
             Inner::Closed { failures } => {
                 let failures = failures.saturating_add(1);
@@ -225,7 +233,7 @@ impl CircuitBreaker {
                     Inner::Closed { failures }
                 }
             }
-            Inner::HalfOpen { .. } if self.is_trial(permit) => self.open(now),
+            Inner::HalfOpen { .. } if trial => self.open(now),
             // Open, or half-open and not one of its trials.
             other => other,
         };
@@ -321,15 +329,19 @@ mod tests {
         let ms = |n| t0 + Duration::from_millis(n);
         let mut b = CircuitBreaker::new(config(3, 2, 1000, 2));
         assert_eq!(b.state(t0), CircuitState::Closed);
+        let permit = |b: &mut CircuitBreaker, at| b.try_acquire(at).unwrap();
         // A success resets the failure count.
-        let p = b.try_acquire(t0).unwrap();
-        b.on_failure(p, t0);
-        b.on_failure(p, t0);
-        b.on_success(p, t0);
-        b.on_failure(p, t0);
-        b.on_failure(p, t0);
+        for ok in [false, false, true, false, false] {
+            let p = permit(&mut b, t0);
+            if ok {
+                b.on_success(p, t0);
+            } else {
+                b.on_failure(p, t0);
+            }
+        }
         assert_eq!(b.state(t0), CircuitState::Closed);
-        let late = b.try_acquire(ms(100)).unwrap();
+        let late = [(); 4].map(|()| permit(&mut b, ms(100)));
+        let p = permit(&mut b, ms(100));
         b.on_failure(p, ms(100));
         assert_eq!(b.state(ms(100)), CircuitState::Open);
         assert_eq!(b.try_acquire(ms(400)), Err(Duration::from_millis(700)));
@@ -340,24 +352,32 @@ mod tests {
         assert_eq!(b.try_acquire(ms(1100)), Err(HALF_OPEN_BUSY_WAIT));
         b.release(t2);
         let t2 = b.try_acquire(ms(1100)).unwrap();
-        // A request let through while closed answers late: it is no trial, and
-        // neither closes nor reopens the breaker, nor frees a trial slot.
-        b.on_success(late, ms(1150));
-        b.on_success(late, ms(1150));
-        b.on_failure(late, ms(1150));
+        // Requests let through while closed answer late: they are no trials, and
+        // neither close nor reopen the breaker, nor free a trial slot.
+        let [l1, l2, l3, l4] = late;
+        b.on_success(l1, ms(1150));
+        b.on_success(l2, ms(1150));
+        b.on_failure(l3, ms(1150));
         assert_eq!(b.state(ms(1150)), CircuitState::HalfOpen);
         assert_eq!(b.try_acquire(ms(1150)), Err(HALF_OPEN_BUSY_WAIT));
         // A failing trial reopens and restarts the timer.
         b.on_failure(t1, ms(1200));
         assert_eq!(b.state(ms(2100)), CircuitState::Open);
         assert_eq!(b.try_acquire(ms(2100)), Err(Duration::from_millis(100)));
-        // The other trial's outcome is ignored while open, and in the next round.
-        b.on_success(t2, ms(2150));
+        // Outcomes are ignored while open, and an earlier round's trials do not count
+        // in the next round.
+        b.on_success(l4, ms(2150));
         assert_eq!(b.state(ms(2150)), CircuitState::Open);
         let t3 = b.try_acquire(ms(2200)).unwrap();
         b.on_success(t2, ms(2205));
-        b.on_failure(t2, ms(2205));
         assert_eq!(b.state(ms(2205)), CircuitState::HalfOpen);
+        let t4 = b.try_acquire(ms(2205)).unwrap();
+        assert_eq!(
+            b.try_acquire(ms(2205)),
+            Err(HALF_OPEN_BUSY_WAIT),
+            "two trials out"
+        );
+        b.release(t4);
         b.on_success(t3, ms(2210));
         assert_eq!(b.state(ms(2210)), CircuitState::HalfOpen);
         let t4 = b.try_acquire(ms(2220)).unwrap();

@@ -695,11 +695,13 @@ impl Shared {
         }
     }
 
-    /// Turns an attempt's outcome into a completion, updating the breaker.
+    /// Turns an attempt's outcome into a completion, and hands the attempt's breaker
+    /// permit back with the outcome (`None`: another delivery of the same request
+    /// reports it).
     fn judge(
         &self,
         state: &EndpointState,
-        permit: Permit,
+        permit: Option<Permit>,
         delivery: &Delivery,
         outcome: &Outcome,
         started: DateTime<Utc>,
@@ -718,10 +720,12 @@ impl Shared {
             (None, _) => Verdict::Retry,
         };
         let clock = Instant::now();
-        match (verdict, outcome.status) {
-            (Verdict::Retry, Some(429)) => state.release(permit),
-            (Verdict::Retry, _) => state.on_failure(permit, clock),
-            _ => state.on_success(permit, clock),
+        if let Some(permit) = permit {
+            match (verdict, outcome.status) {
+                (Verdict::Retry, Some(429)) => state.release(permit),
+                (Verdict::Retry, _) => state.on_failure(permit, clock),
+                _ => state.on_success(permit, clock),
+            }
         }
         match verdict {
             Verdict::Success => Completion::Delivered { attempt },
@@ -942,10 +946,13 @@ async fn start_delivery(shared: &Arc<Shared>, claimed: Claimed) {
     };
     let now = Instant::now();
     let admitted = state.admit(now).and_then(|permit| {
-        shared
-            .admit_tenant(claimed.event.tenant_id.as_ref(), now)
-            .map(|()| permit)
-            .inspect_err(|_| state.release(permit))
+        match shared.admit_tenant(claimed.event.tenant_id.as_ref(), now) {
+            Ok(()) => Ok(permit),
+            Err(wait) => {
+                state.release(permit);
+                Err(wait)
+            }
+        }
     });
     let permit = match admitted {
         Ok(permit) => permit,
@@ -1042,7 +1049,7 @@ async fn send_one(
         shared.finish(state, &claimed, Completion::Defer { until: Utc::now() });
         return;
     };
-    let completion = shared.judge(&state, permit, &claimed.delivery, &outcome, started);
+    let completion = shared.judge(&state, Some(permit), &claimed.delivery, &outcome, started);
     if outcome.status == Some(410) {
         shared.disable(&state, Utc::now()).await;
     }
@@ -1065,9 +1072,19 @@ async fn send_batch(
     if outcome.as_ref().is_some_and(|o| o.status == Some(410)) {
         shared.disable(&state, Utc::now()).await;
     }
-    for (claimed, permit) in batch.iter().zip(permits) {
+    // One request, one outcome for the breaker: the first delivery's permit reports
+    // it, the others are given back.
+    for (i, (claimed, permit)) in batch.iter().zip(permits).enumerate() {
         let completion = match &outcome {
-            Some(outcome) => shared.judge(&state, permit, &claimed.delivery, outcome, started),
+            Some(outcome) => {
+                let permit = if i == 0 {
+                    Some(permit)
+                } else {
+                    state.release(permit);
+                    None
+                };
+                shared.judge(&state, permit, &claimed.delivery, outcome, started)
+            }
             None => {
                 state.release(permit);
                 Completion::Defer { until: Utc::now() }

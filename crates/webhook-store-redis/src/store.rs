@@ -4,7 +4,7 @@ use std::{
     fmt,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicUsize, Ordering as AtomicOrdering},
+        atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering},
     },
     time::Duration,
 };
@@ -47,12 +47,21 @@ const MAX_SHARED: usize = 4;
 /// pays the pool's health check (a round trip) every time. A connection that fails is
 /// dropped from its slot; the next call there takes a checked one from the pool.
 struct Shared {
-    slots: Vec<Mutex<Option<Connection>>>,
+    slots: Vec<Mutex<Option<Held>>>,
     /// One per slot: held while the slot is filled from the pool, so that an empty
     /// slot draws one connection, not one per waiting call (the slots may hold the
     /// whole pool: a second draw would wait for a connection no one returns).
     filling: Vec<tokio::sync::Mutex<()>>,
     next: AtomicUsize,
+    /// Numbers the connections put in slots, so that a failed call drops its own
+    /// connection, not one put in its slot since.
+    filled: AtomicU64,
+}
+
+/// A connection in a slot, and its number.
+struct Held {
+    id: u64,
+    conn: Connection,
 }
 
 impl Shared {
@@ -62,18 +71,20 @@ impl Shared {
             slots: (0..n).map(|_| Mutex::new(None)).collect(),
             filling: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
             next: AtomicUsize::new(0),
+            filled: AtomicU64::new(0),
         }
     }
 
-    fn slot(&self, i: usize) -> std::sync::MutexGuard<'_, Option<Connection>> {
+    fn slot(&self, i: usize) -> std::sync::MutexGuard<'_, Option<Held>> {
         self.slots[i].lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// A connection for one call, and the slot it came from.
+/// A connection for one call, the slot it came from and its number there.
 struct Conn {
     conn: MultiplexedConnection,
     slot: usize,
+    id: u64,
 }
 
 /// Most events written by one enqueue script call.
@@ -86,6 +97,21 @@ const ENQUEUE_IN_FLIGHT: usize = 4;
 struct EnqueueJob {
     args: Vec<Vec<u8>>,
     reply: oneshot::Sender<Result<Value>>,
+}
+
+/// Whether `e` says the server is no longer a writable primary: `READONLY` or
+/// `MASTERDOWN`, as the reply's code (Redis 7) or inside a script's error (Redis 6,
+/// `ERR Error running script ... -READONLY ...`).
+fn not_primary(e: &RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    if matches!(
+        e.kind(),
+        ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+    ) {
+        return true;
+    }
+    let text = e.to_string();
+    text.contains("READONLY You can't write") || text.contains("MASTERDOWN ")
 }
 
 /// The same error again, for each enqueue of a batch that failed as a whole.
@@ -318,15 +344,17 @@ impl RedisStore {
         }
         let fresh = self.pool.get().await.map_err(|e| self.redactor.pool(e))?;
         let conn = (*fresh).clone();
-        *self.shared.slot(slot) = Some(fresh);
-        Ok(Conn { conn, slot })
+        let id = self.shared.filled.fetch_add(1, AtomicOrdering::Relaxed);
+        *self.shared.slot(slot) = Some(Held { id, conn: fresh });
+        Ok(Conn { conn, slot, id })
     }
 
     /// The connection held in `slot`, if any.
     fn held(&self, slot: usize) -> Option<Conn> {
         self.shared.slot(slot).as_ref().map(|held| Conn {
-            conn: (**held).clone(),
+            conn: (*held.conn).clone(),
             slot,
+            id: held.id,
         })
     }
 
@@ -337,22 +365,22 @@ impl RedisStore {
     /// elsewhere) is closed instead: it would pass the health check, and only a new
     /// connection reaches the new primary.
     fn failed(&self, conn: &Conn, e: &RedisError) -> Error {
-        use redis::{ErrorKind, ServerErrorKind};
-        if matches!(
-            e.kind(),
-            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
-        ) {
-            let held = self.shared.slot(conn.slot).take();
-            if let Some(held) = held {
-                drop(Connection::take(held));
-            }
-        } else if e.is_io_error()
+        let broken = e.is_io_error()
             || e.is_connection_dropped()
             || e.is_timeout()
             || e.is_unrecoverable_error()
-            || e.is_connection_refusal()
-        {
-            *self.shared.slot(conn.slot) = None;
+            || e.is_connection_refusal();
+        let demoted = not_primary(e);
+        if broken || demoted {
+            let mut slot = self.shared.slot(conn.slot);
+            // Only this call's connection: the slot may hold a new one already.
+            if slot.as_ref().is_some_and(|held| held.id == conn.id) {
+                let held = slot.take();
+                drop(slot);
+                if let (true, Some(held)) = (demoted, held) {
+                    drop(Connection::take(held.conn));
+                }
+            }
         }
         self.redactor.redis(e)
     }
@@ -885,5 +913,33 @@ mod tests {
             check_version(&info(new)).unwrap();
         }
         check_version("# Server\r\n").unwrap();
+    }
+
+    #[test]
+    fn a_server_no_longer_primary_is_recognised_in_every_form() {
+        let error = |reply: &str| {
+            redis::parse_redis_value(format!("-{reply}\r\n").as_bytes())
+                .expect("a reply")
+                .extract_error()
+                .expect_err("an error reply")
+        };
+        for reply in [
+            // Redis 7, a command or a script.
+            "READONLY You can't write against a read only replica.",
+            "READONLY You can't write against a read only replica. script: 131b, on @user_script:1.",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            // Redis 6, a script.
+            "ERR Error running script (call to f_131b): @user_script:1: @user_script: 1: \
+             -READONLY You can't write against a read only replica.",
+        ] {
+            assert!(not_primary(&error(reply)), "{reply}");
+        }
+        for reply in [
+            "ERR Error running script (call to f_131b): @user_script:9: attempt to compare nil",
+            "NOSCRIPT No matching script.",
+            "OOM command not allowed when used memory > 'maxmemory'.",
+        ] {
+            assert!(!not_primary(&error(reply)), "{reply}");
+        }
     }
 }
