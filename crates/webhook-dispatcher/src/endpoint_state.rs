@@ -28,8 +28,11 @@ pub(crate) struct EndpointState {
     pub(crate) policy: RetryPolicy,
     pub(crate) timeout: Duration,
     pub(crate) compression: Option<(Encoding, usize)>,
-    bucket: Option<Mutex<TokenBucket>>,
-    breaker: Mutex<CircuitBreaker>,
+    /// Shared with a state that replaces this one with the same rate limit.
+    bucket: Option<Arc<Mutex<TokenBucket>>>,
+    /// Shared with a state that replaces this one with the same URL and breaker
+    /// settings.
+    breaker: Arc<Mutex<CircuitBreaker>>,
     /// Deliveries of this endpoint in flight here; shared with the states that replace
     /// this one when the endpoint changes (see [`EndpointState::succeed`]).
     pub(crate) in_flight: Arc<AtomicUsize>,
@@ -127,13 +130,13 @@ impl EndpointState {
             }),
             bucket: endpoint
                 .rate_limit
-                .map(|limit| Mutex::new(TokenBucket::from_limit(limit, now))),
-            breaker: Mutex::new(CircuitBreaker::new(
+                .map(|limit| Arc::new(Mutex::new(TokenBucket::from_limit(limit, now)))),
+            breaker: Arc::new(Mutex::new(CircuitBreaker::new(
                 endpoint
                     .circuit_breaker
                     .clone()
                     .unwrap_or_else(|| config.default_circuit_breaker.clone()),
-            )),
+            ))),
             in_flight: Arc::new(AtomicUsize::new(0)),
             strict_busy: Arc::new(AtomicBool::new(false)),
             cap: per_request.saturating_mul(batch_size).max(1),
@@ -144,10 +147,20 @@ impl EndpointState {
 
     /// Takes over the work under way of `old`, the state of the same endpoint before a
     /// change: its attempts in flight still count against the cap, and a strict
-    /// endpoint's attempt under way still holds its turn.
+    /// endpoint's attempt under way still holds its turn. The circuit breaker carries
+    /// on unless the URL or the breaker settings changed (an open circuit stays open
+    /// when, say, a header changes), and so does the rate limiter unless the limit did.
     pub(crate) fn succeed(&mut self, old: &Self) {
         self.in_flight = old.in_flight.clone();
         self.strict_busy = old.strict_busy.clone();
+        if self.endpoint.url == old.endpoint.url
+            && self.endpoint.circuit_breaker == old.endpoint.circuit_breaker
+        {
+            self.breaker = old.breaker.clone();
+        }
+        if self.endpoint.rate_limit == old.endpoint.rate_limit {
+            self.bucket.clone_from(&old.bucket);
+        }
     }
 
     /// How many more deliveries this endpoint can take now without deferring.

@@ -9,9 +9,9 @@ use std::{
 
 use support::{Receiver, Reply, eventually};
 use webhook_dispatcher::{
-    DeliveryState, Dispatcher, DispatcherConfig, Endpoint, Error, Event, IdempotencyKey,
-    MemoryStore, Ordering, OverflowPolicy, RetryPolicy, SealingKey, SealingStore, SignatureScheme,
-    Store, WebhookReceiver,
+    CircuitBreakerConfig, DeliveryState, Dispatcher, DispatcherConfig, Endpoint, Error, Event,
+    IdempotencyKey, MemoryStore, Ordering, OverflowPolicy, RetryPolicy, SealingKey, SealingStore,
+    SignatureScheme, Store, WebhookReceiver,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -1001,4 +1001,73 @@ async fn higher_priority_events_overtake_a_backlog() {
     let got = receiver.wait_for(4, WAIT).await;
     let ids = support::webhook_ids(&got);
     assert_eq!(ids, ["l0", "urgent", "l1", "l2"]);
+}
+
+#[tokio::test]
+async fn an_open_circuit_stays_open_when_the_endpoint_changes_but_not_its_url() {
+    let receiver = Receiver::start(|_, _| Reply::status(503)).await;
+    let dispatcher = Dispatcher::new(DispatcherConfig {
+        default_circuit_breaker: CircuitBreakerConfig {
+            failure_threshold: 1,
+            open_timeout: Duration::from_secs(60),
+            ..CircuitBreakerConfig::default()
+        },
+        ..config()
+    });
+    let endpoint = Endpoint::new("failing", receiver.url());
+    dispatcher
+        .register_endpoint(endpoint.clone())
+        .await
+        .unwrap();
+    dispatcher
+        .dispatch(Event::new("e1", "{}"), vec!["failing".into()])
+        .await
+        .unwrap();
+    // One 503 opens the circuit; e1's retry then waits for it.
+    receiver.wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    dispatcher
+        .register_endpoint(endpoint.with_header("x-version", "2"))
+        .await
+        .unwrap();
+    dispatcher
+        .dispatch(Event::new("e2", "{}"), vec!["failing".into()])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.count(),
+        1,
+        "a request went out through an open circuit after a header change"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_carries_on_when_the_endpoint_changes_but_not_its_limit() {
+    let receiver = Receiver::ok().await;
+    let dispatcher = Dispatcher::new(config());
+    let endpoint = Endpoint::new("limited", receiver.url()).with_rate_limit(1, 1);
+    dispatcher
+        .register_endpoint(endpoint.clone())
+        .await
+        .unwrap();
+    dispatcher
+        .dispatch(Event::new("e1", "{}"), vec!["limited".into()])
+        .await
+        .unwrap();
+    receiver.wait_for(1, WAIT).await;
+    dispatcher
+        .register_endpoint(endpoint.with_header("x-version", "2"))
+        .await
+        .unwrap();
+    dispatcher
+        .dispatch(Event::new("e2", "{}"), vec!["limited".into()])
+        .await
+        .unwrap();
+    let got = receiver.wait_for(2, WAIT).await;
+    assert!(
+        got[1].at >= got[0].at + Duration::from_millis(800),
+        "the second request went out {:?} after the first, above 1 per second",
+        got[1].at - got[0].at
+    );
 }
