@@ -372,14 +372,13 @@ impl RedisStore {
             || e.is_connection_refusal();
         let demoted = not_primary(e);
         if broken || demoted {
-            let mut slot = self.shared.slot(conn.slot);
             // Only this call's connection: the slot may hold a new one already.
-            if slot.as_ref().is_some_and(|held| held.id == conn.id) {
-                let held = slot.take();
-                drop(slot);
-                if let (true, Some(held)) = (demoted, held) {
-                    drop(Connection::take(held.conn));
-                }
+            let held = self
+                .shared
+                .slot(conn.slot)
+                .take_if(|held| held.id == conn.id);
+            if demoted && let Some(held) = held {
+                drop(Connection::take(held.conn));
             }
         }
         self.redactor.redis(e)
